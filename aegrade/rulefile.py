@@ -1,0 +1,598 @@
+"""Rule files: their model, loading, schema checks and hashing.
+
+A rule file (YAML, one rule set) holds the clinical knowledge as data: every rule with its
+condition tree, the criterion text it encodes, its citation and its evidence level; the settings
+for the points the sources leave open; the combination policy; and its own test cases.
+
+Loading checks a file three times, and a failure names the file and, where it can, the rule:
+1. against `rules/schema.json`, the JSON Schema generated from `RuleSetFile` (a misspelled key, a
+   wrong type, an unknown operator);
+2. against the pydantic model itself;
+3. against the fact catalogue of its subject (`aegrade.facts`): an unknown fact, a value of the
+   wrong type for its fact, an enum value that does not exist, an undeclared setting or domain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache, cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import jsonschema
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from aegrade.errors import RuleFileError, SettingsError
+from aegrade.facts import CATALOGUES, FactSpec, Subject
+from aegrade.models import EvidenceLevel, GradeStatus
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "ChoiceSetting",
+    "Condition",
+    "FactTest",
+    "LoadedRuleSet",
+    "NotOf",
+    "NumberSetting",
+    "Rule",
+    "RuleInputs",
+    "RuleSetFile",
+    "SettingTest",
+    "default_rules_dir",
+    "load_ruleset",
+    "load_rulesets",
+    "rule_file_json_schema",
+]
+
+Scalar = Union[bool, int, float, str]
+ComparisonOp = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in"]
+FactOp = Literal["eq", "ne", "lt", "lte", "gt", "gte", "in", "not_in", "present", "absent"]
+ORDER_OPS = frozenset({"lt", "lte", "gt", "gte"})
+SET_OPS = frozenset({"in", "not_in"})
+PRESENCE_OPS = frozenset({"present", "absent"})
+
+
+class _RuleModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class FactTest(_RuleModel):
+    """A test of one fact: `{fact: temperature_c, op: gte, value: 38.0}`.
+
+    A fact that was not reported fails every test except `absent`.
+    """
+
+    fact: str
+    op: FactOp
+    value: Scalar | list[Scalar] | None = None
+
+
+class SettingTest(_RuleModel):
+    """A test of one engine setting: `{setting: vasopressin_alone, op: eq, value: vasopressor}`."""
+
+    setting: str
+    op: ComparisonOp
+    value: Scalar | list[Scalar]
+
+
+class AllOf(_RuleModel):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyOf(_RuleModel):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotOf(_RuleModel):
+    not_: Condition = Field(alias="not")
+
+
+def _condition_kind(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return {AllOf: "all", AnyOf: "any", NotOf: "not", FactTest: "fact", SettingTest: "setting"}.get(type(value))
+    if isinstance(value, Mapping):
+        for key in ("all", "any", "not", "fact", "setting"):
+            if key in value:
+                return key
+    return None
+
+
+Condition = Annotated[
+    Union[
+        Annotated[AllOf, Tag("all")],
+        Annotated[AnyOf, Tag("any")],
+        Annotated[NotOf, Tag("not")],
+        Annotated[FactTest, Tag("fact")],
+        Annotated[SettingTest, Tag("setting")],
+    ],
+    Discriminator(_condition_kind),
+]
+
+
+class _SettingBase(_RuleModel):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    question: str = Field(description="The point the sources leave open.")
+    decision: str = Field(description="What the default does, and why.")
+    citation: str
+    evidence_level: EvidenceLevel
+    applies_when: Condition | None = Field(
+        default=None,
+        description="When this holds, the setting decided the result even if no rule names it.",
+    )
+
+
+class ChoiceSetting(_SettingBase):
+    kind: Literal["choice"]
+    choices: dict[str, str] = Field(min_length=2, description="Each allowed value and what it means.")
+    default: str
+
+
+class NumberSetting(_SettingBase):
+    kind: Literal["number"]
+    minimum: float
+    maximum: float
+    unit: str
+    default: float
+
+
+Setting = Annotated[Union[ChoiceSetting, NumberSetting], Field(discriminator="kind")]
+
+
+class Rule(_RuleModel):
+    """One criterion. `kind` says how it combines (see `Combination`)."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+    domain: str
+    kind: Literal["grade", "override", "gate", "fallback"] = "grade"
+    grade: int | None = Field(default=None, ge=0, le=5)
+    status: GradeStatus | None = None
+    when: Condition
+    criterion: str = Field(min_length=1, description="The criterion this rule encodes, in the source's words.")
+    citation: str = Field(min_length=1)
+    evidence_level: EvidenceLevel
+    interpretation: str | None = Field(
+        default=None, description="The setting this rule applies; the explanation names it when the rule drives."
+    )
+    show: list[str] = Field(default_factory=list, description="Context values shown in the evidence.")
+    note: str | None = Field(default=None, description="Said in the explanation whenever this rule fires.")
+
+
+class Domain(_RuleModel):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    label: str
+    missing_when: Condition = Field(description="When this holds, the domain was not reported.")
+
+
+class Combination(_RuleModel):
+    """How fired rules make one result.
+
+    Precedence, highest first: `override` rules (the worst of them); then the first `gate` rule
+    that fired (its status and grade); then `grade` rules under the policy ("worst_domain": the
+    highest grade of any domain, every rule at that grade driving); then, only when no grade rule
+    gave a grade of 1 or more, the first `fallback` rule; then the default.
+    """
+
+    policy: Literal["worst_domain"]
+    statement: str
+    citation: str
+    evidence_level: EvidenceLevel
+    default_grade: int | None = Field(ge=0, le=5)
+    default_status: GradeStatus
+
+
+class SbpFormula(_RuleModel):
+    base_mmhg: float
+    per_completed_year_mmhg: float
+
+
+class HypotensionBand(_RuleModel):
+    id: str
+    label: str
+    age_days_at_most: float | None = None
+    age_years_below: float | None = None
+    sbp_below_mmhg: float | SbpFormula
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class MapThreshold(_RuleModel):
+    below_mmhg: float
+    from_age_setting: str = Field(description="Number setting: the age from which the MAP threshold applies.")
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class HypotensionFromVitals(_RuleModel):
+    """Flags hypotension from vitals when it is not reported and no vasopressor is listed.
+
+    Bands are tried in order; the first whose age limits contain the patient applies. The last
+    band must have no age limit.
+    """
+
+    statement: str
+    bands: list[HypotensionBand] = Field(min_length=1)
+    map: MapThreshold | None = None
+
+
+class EncephalopathyTool(_RuleModel):
+    """CAPD below the age setting, or with developmental delay when `capd_with_developmental_delay`."""
+
+    capd_below_age_setting: str
+    capd_with_developmental_delay: bool
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class Derivations(_RuleModel):
+    hypotension_from_vitals: HypotensionFromVitals | None = None
+    encephalopathy_tool: EncephalopathyTool | None = None
+
+
+class Expectation(_RuleModel):
+    grade: int | None = Field(ge=0, le=5)
+    status: GradeStatus
+    drivers: list[str] | None = Field(default=None, description="Exactly these rules drive, in any order.")
+
+
+class RuleTestCase(_RuleModel):
+    id: str
+    description: str
+    request: dict[str, Any] = Field(description="An Assessment in the API's request form.")
+    settings: dict[str, Scalar] = Field(default_factory=dict, description="Settings of this rule set to use.")
+    expect: Expectation
+
+
+class RuleSetFile(_RuleModel):
+    """One rule set, as written in `rules/<subject>/<name>.yaml`."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9-]*$")
+    version: str = Field(pattern=r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$", description="Semantic version.")
+    title: str
+    subject: Subject
+    scale: str
+    status: Literal["draft", "active", "retired"]
+    citation: str
+    combination: Combination
+    domains: list[Domain] = Field(min_length=1)
+    settings: list[Setting] = Field(default_factory=list)
+    derivations: Derivations = Field(default_factory=Derivations)
+    rules: list[Rule] = Field(min_length=1)
+    tests: list[RuleTestCase] = Field(min_length=1)
+
+
+AllOf.model_rebuild()
+AnyOf.model_rebuild()
+NotOf.model_rebuild()
+
+
+def rule_file_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a rule file, generated from `RuleSetFile` (written to rules/schema.json)."""
+    schema = RuleSetFile.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "aegrade rule file"
+    return schema
+
+
+@cache
+def _schema_validator() -> jsonschema.protocols.Validator:
+    schema = rule_file_json_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)  # type: ignore[no-any-return]
+
+
+def default_rules_dir() -> Path:
+    """`rules/` beside the package in a source checkout (the default unless configured)."""
+    return Path(__file__).resolve().parent.parent / "rules"
+
+
+# ----------------------------------------------------------------------------------------------
+# Loaded rule set
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedRuleSet:
+    """A checked rule file with what the engine needs to run it."""
+
+    file: RuleSetFile
+    path: str
+    sha256: str
+
+    @property
+    def id(self) -> str:
+        return self.file.id
+
+    @property
+    def version(self) -> str:
+        return self.file.version
+
+    @property
+    def label(self) -> str:
+        return f"{self.file.id}@{self.file.version}"
+
+    @property
+    def engine_name(self) -> str:
+        """The durable_rules ruleset name: names cannot be registered twice, so it carries the hash."""
+        return f"{self.file.id.replace('-', '_')}_v{self.file.version.replace('.', '_')}_{self.sha256[:12]}"
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.file.rules
+
+    @cached_property
+    def rule_inputs(self) -> dict[str, RuleInputs]:
+        """For each rule: the facts it tests, those it tests for presence, and the settings it tests."""
+        return {rule.id: _rule_inputs(rule.when) for rule in self.file.rules}
+
+    def rule(self, rule_id: str) -> Rule:
+        for rule in self.file.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def setting(self, setting_id: str) -> ChoiceSetting | NumberSetting:
+        for setting in self.file.settings:
+            if setting.id == setting_id:
+                return setting
+        raise KeyError(setting_id)
+
+    def resolve_settings(self, overrides: Mapping[str, Any]) -> dict[str, Scalar]:
+        """The settings in force: each declared default, replaced by a valid override."""
+        declared = {s.id: s for s in self.file.settings}
+        unknown = sorted(set(overrides) - set(declared))
+        if unknown:
+            raise SettingsError(f"{self.id}: unknown setting(s) {unknown}; declared: {sorted(declared)}")
+        resolved: dict[str, Scalar] = {}
+        for setting_id, setting in declared.items():
+            value = overrides.get(setting_id, setting.default)
+            problem = _setting_value_problem(setting, value)
+            if problem:
+                raise SettingsError(f"{self.id}.{setting_id}: {problem}")
+            resolved[setting_id] = float(value) if isinstance(setting, NumberSetting) else value
+        return resolved
+
+
+RuleInputs = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
+def _rule_inputs(condition: Condition) -> RuleInputs:
+    tested: dict[str, None] = {}
+    presence: dict[str, None] = {}
+    settings: dict[str, None] = {}
+    for test in iter_tests(condition):
+        if isinstance(test, FactTest):
+            tested[test.fact] = None
+            if test.op in PRESENCE_OPS:
+                presence[test.fact] = None
+        else:
+            settings[test.setting] = None
+    return tuple(tested), tuple(presence), tuple(settings)
+
+
+def _setting_value_problem(setting: ChoiceSetting | NumberSetting, value: Any) -> str | None:
+    if isinstance(setting, ChoiceSetting):
+        if not isinstance(value, str) or value not in setting.choices:
+            return f"{value!r} is not one of {sorted(setting.choices)}"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        return f"{value!r} is not a number"
+    if not setting.minimum <= value <= setting.maximum:
+        return f"{value!r} is outside {setting.minimum}..{setting.maximum} {setting.unit}"
+    return None
+
+
+def load_ruleset(path: str | Path) -> LoadedRuleSet:
+    """Read, check and hash one rule file. Raises RuleFileError naming the file and the rule."""
+    path = Path(path)
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RuleFileError(name, f"cannot read: {exc}") from exc
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise RuleFileError(name, f"not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RuleFileError(name, "a rule file must be a mapping at the top level")
+
+    errors = sorted(_schema_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "<top>"
+        raise RuleFileError(
+            name,
+            f"schema violation at {where}: {_short(first.message)}"
+            + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
+            rule=_rule_at(data, list(first.absolute_path)),
+        )
+    try:
+        file = RuleSetFile.model_validate(data)
+    except ValidationError as exc:
+        first_err = exc.errors()[0]
+        where = "/".join(str(p) for p in first_err["loc"])
+        raise RuleFileError(
+            name, f"invalid at {where}: {first_err['msg']}", rule=_rule_at(data, list(first_err["loc"]))
+        ) from exc
+    _check_semantics(file, name)
+    return LoadedRuleSet(file=file, path=name, sha256=hashlib.sha256(raw).hexdigest())
+
+
+def load_rulesets(rules_dir: str | Path | None = None) -> list[LoadedRuleSet]:
+    """Every `*.yaml` rule file below `rules_dir`, sorted by path; ids must be unique."""
+    root = Path(rules_dir) if rules_dir is not None else default_rules_dir()
+    if not root.is_dir():
+        raise RuleFileError(str(root), "rules directory not found")
+    loaded = [load_ruleset(p) for p in sorted(root.rglob("*.yaml"))]
+    seen: dict[str, str] = {}
+    for rs in loaded:
+        if rs.id in seen:
+            raise RuleFileError(rs.path, f"rule set id {rs.id!r} is also used by {seen[rs.id]}")
+        seen[rs.id] = rs.path
+    return loaded
+
+
+def _short(message: str, limit: int = 300) -> str:
+    return message if len(message) <= limit else message[:limit] + "…"
+
+
+def _rule_at(data: Mapping[str, Any], path: list[Any]) -> str | None:
+    if len(path) >= 2 and path[0] in ("rules", "tests", "settings", "domains") and isinstance(path[1], int):
+        items = data.get(path[0])
+        if isinstance(items, list) and path[1] < len(items) and isinstance(items[path[1]], Mapping):
+            item_id = items[path[1]].get("id")
+            return f"{path[0]}[{path[1]}] {item_id}" if item_id else f"{path[0]}[{path[1]}]"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Semantic checks
+# ----------------------------------------------------------------------------------------------
+
+CONTEXT_KEYS: dict[Subject, frozenset[str]] = {
+    "crs": frozenset(
+        {"temperature_sent", "vasopressors", "hypotension_source", "hypotension_threshold", "oxygen"}
+    ),
+    "icans": frozenset({"ice_items", "capd_items", "icp_signs", "tool_reason"}),
+}
+
+
+def iter_tests(condition: Condition) -> Iterator[FactTest | SettingTest]:
+    """Every leaf test of a condition tree."""
+    if isinstance(condition, AllOf):
+        for child in condition.all:
+            yield from iter_tests(child)
+    elif isinstance(condition, AnyOf):
+        for child in condition.any:
+            yield from iter_tests(child)
+    elif isinstance(condition, NotOf):
+        yield from iter_tests(condition.not_)
+    else:
+        yield condition
+
+
+def _check_semantics(file: RuleSetFile, name: str) -> None:
+    catalogue = CATALOGUES[file.subject]
+    settings = {s.id: s for s in file.settings}
+    domains = {d.id for d in file.domains}
+
+    def check_unique(kind: str, ids: list[str]) -> None:
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise RuleFileError(name, f"duplicate {kind} id(s): {dup}")
+
+    check_unique("rule", [r.id for r in file.rules])
+    check_unique("domain", [d.id for d in file.domains])
+    check_unique("setting", [s.id for s in file.settings])
+    check_unique("test", [t.id for t in file.tests])
+
+    for setting in file.settings:
+        problem = _setting_value_problem(setting, setting.default)
+        if problem:
+            raise RuleFileError(name, f"default {problem}", rule=f"setting {setting.id}")
+        if isinstance(setting, NumberSetting) and setting.minimum > setting.maximum:
+            raise RuleFileError(name, "minimum is above maximum", rule=f"setting {setting.id}")
+        if setting.applies_when is not None:
+            _check_condition(setting.applies_when, catalogue, settings, name, f"setting {setting.id}")
+
+    for domain in file.domains:
+        _check_condition(domain.missing_when, catalogue, settings, name, f"domain {domain.id}")
+
+    for rule in file.rules:
+        where = rule.id
+        if rule.domain not in domains:
+            raise RuleFileError(name, f"domain {rule.domain!r} is not declared ({sorted(domains)})", rule=where)
+        if rule.kind in ("grade", "override"):
+            if rule.grade is None or rule.status is not None:
+                raise RuleFileError(name, f"a {rule.kind} rule has a grade and no status", rule=where)
+        elif rule.status is None:
+            raise RuleFileError(name, f"a {rule.kind} rule needs a status", rule=where)
+        if rule.interpretation is not None and rule.interpretation not in settings:
+            raise RuleFileError(name, f"interpretation names undeclared setting {rule.interpretation!r}", rule=where)
+        unknown_show = sorted(set(rule.show) - CONTEXT_KEYS[file.subject])
+        if unknown_show:
+            raise RuleFileError(name, f"show names unknown context {unknown_show}", rule=where)
+        _check_condition(rule.when, catalogue, settings, name, where)
+
+    tool = file.derivations.encephalopathy_tool
+    if tool is not None and not isinstance(settings.get(tool.capd_below_age_setting), NumberSetting):
+        raise RuleFileError(name, f"encephalopathy_tool needs number setting {tool.capd_below_age_setting!r}")
+    hyp = file.derivations.hypotension_from_vitals
+    if hyp is not None:
+        last = hyp.bands[-1]
+        if last.age_days_at_most is not None or last.age_years_below is not None:
+            raise RuleFileError(name, "the last hypotension band must have no age limit")
+        if hyp.map is not None and not isinstance(settings.get(hyp.map.from_age_setting), NumberSetting):
+            raise RuleFileError(name, f"map threshold needs number setting {hyp.map.from_age_setting!r}")
+
+
+def _check_condition(
+    condition: Condition,
+    catalogue: Mapping[str, FactSpec],
+    settings: Mapping[str, ChoiceSetting | NumberSetting],
+    name: str,
+    where: str,
+) -> None:
+    for test in iter_tests(condition):
+        if isinstance(test, SettingTest):
+            setting = settings.get(test.setting)
+            if setting is None:
+                raise RuleFileError(name, f"undeclared setting {test.setting!r}", rule=where)
+            values = test.value if isinstance(test.value, list) else [test.value]
+            if (test.op in SET_OPS) != isinstance(test.value, list):
+                raise RuleFileError(name, f"setting test {test.setting}: {test.op} needs a list only for in/not_in", rule=where)
+            if isinstance(setting, ChoiceSetting) and test.op in ORDER_OPS:
+                raise RuleFileError(name, f"setting {test.setting} is a choice; {test.op} does not apply", rule=where)
+            for value in values:
+                problem = _setting_value_problem(setting, value)
+                if problem:
+                    raise RuleFileError(name, f"setting test {test.setting}: {problem}", rule=where)
+            continue
+        spec = catalogue.get(test.fact)
+        if spec is None:
+            raise RuleFileError(name, f"unknown fact {test.fact!r} (known: {sorted(catalogue)})", rule=where)
+        _check_fact_test(test, spec, name, where)
+
+
+def _check_fact_test(test: FactTest, spec: FactSpec, name: str, where: str) -> None:
+    def fail(message: str) -> None:
+        raise RuleFileError(name, f"{test.fact} {test.op}: {message}", rule=where)
+
+    if test.op in PRESENCE_OPS:
+        if test.value is not None:
+            fail("takes no value")
+        return
+    if test.value is None:
+        fail("needs a value")
+    if test.op in SET_OPS:
+        if not isinstance(test.value, list) or not test.value:
+            fail("needs a non-empty list")
+        values = list(test.value)  # type: ignore[arg-type]
+    else:
+        if isinstance(test.value, list):
+            fail("takes a single value, not a list")
+        values = [test.value]
+    if test.op in ORDER_OPS and spec.type in ("boolean", "enum"):
+        fail(f"a {spec.type} fact cannot be ordered")
+    for value in values:
+        if spec.type == "boolean" and not isinstance(value, bool):
+            fail(f"{value!r} is not a boolean")
+        if spec.type in ("number", "integer") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            fail(f"{value!r} is not a number")
+        if spec.type == "integer" and isinstance(value, float) and not value.is_integer():
+            fail(f"{value!r} is not a whole number")
+        if spec.type == "enum" and value not in spec.values:
+            fail(f"{value!r} is not one of {list(spec.values)}")
+
+
+def canonical_json(data: Any) -> str:
+    """Stable JSON text (sorted keys), used for hashing and schema files."""
+    return json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+

@@ -1,0 +1,125 @@
+"""Input validation: the pydantic models first, then the contradictions between fields.
+
+Every problem becomes a `FieldError` naming the field at fault; all of them are raised together as
+one `InvalidAssessment`. Nothing is clamped, guessed or dropped, and invalid input never reaches
+the evaluators.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from aegrade.errors import FieldError, InvalidAssessment
+from aegrade.models import Assessment, NeuroSection
+
+__all__ = ["contradictions", "parse_assessment"]
+
+CANNULA_DEVICES = frozenset({"nasal_cannula", "high_flow_nasal_cannula"})
+
+
+def parse_assessment(data: Assessment | Mapping[str, Any]) -> Assessment:
+    """An Assessment from the API's request form; raises InvalidAssessment naming each bad field."""
+    if isinstance(data, Assessment):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidAssessment([FieldError((), f"an assessment must be an object, not {type(data).__name__}", "type_error")])
+    try:
+        return Assessment.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidAssessment(
+            [
+                FieldError(tuple(err["loc"]), err["msg"], err["type"], err.get("input"))
+                for err in exc.errors(include_url=False)
+            ]
+        ) from None
+
+
+def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str = "") -> list[FieldError]:
+    """Every contradiction between fields. `tool` is the encephalopathy tool that fits the patient."""
+    errors: list[FieldError] = []
+
+    def add(loc: tuple[str | int, ...], msg: str, value: Any = None, code: str = "contradiction") -> None:
+        errors.append(FieldError(loc, msg, code, value))
+
+    vitals = assessment.vitals
+    if vitals is not None:
+        if vitals.temperature_c is not None and vitals.temperature_f is not None:
+            add(("vitals", "temperature_f"), "give temperature_c or temperature_f, not both", vitals.temperature_f)
+        if vitals.sbp_mmhg is not None and vitals.dbp_mmhg is not None and vitals.dbp_mmhg > vitals.sbp_mmhg:
+            add(("vitals", "dbp_mmhg"), "diastolic pressure is above systolic pressure", vitals.dbp_mmhg)
+        if vitals.map_mmhg is not None:
+            if vitals.sbp_mmhg is not None and vitals.map_mmhg > vitals.sbp_mmhg:
+                add(("vitals", "map_mmhg"), "mean arterial pressure is above systolic pressure", vitals.map_mmhg)
+            if vitals.dbp_mmhg is not None and vitals.map_mmhg < vitals.dbp_mmhg:
+                add(("vitals", "map_mmhg"), "mean arterial pressure is below diastolic pressure", vitals.map_mmhg)
+
+    crs = assessment.crs
+    if crs is not None:
+        agents = crs.vasopressors or []
+        for index, agent in enumerate(agents):
+            if agent in agents[:index]:
+                add(("crs", "vasopressors", index), f"{agent} is listed twice", agent, "duplicate")
+        if crs.hypotension is False and agents:
+            add(
+                ("crs", "hypotension"),
+                f"hypotension is false but vasopressors are running ({', '.join(agents)}): vasopressors imply hypotension",
+                False,
+            )
+        oxygen = crs.oxygen
+        if oxygen is not None:
+            flow_loc = ("crs", "oxygen", "flow_l_min")
+            if oxygen.device in CANNULA_DEVICES and oxygen.flow_l_min is None:
+                add(flow_loc, f"flow_l_min is required with {oxygen.device}: the grade depends on it", None, "missing")
+            elif oxygen.device in CANNULA_DEVICES and oxygen.flow_l_min == 0:
+                add(flow_loc, f"{oxygen.device} at 0 L/min is no oxygen support: send device 'none' instead", 0)
+            elif oxygen.device == "none" and oxygen.flow_l_min:
+                add(flow_loc, "device is 'none' but a flow is given", oxygen.flow_l_min)
+
+    neuro = assessment.neuro
+    if neuro is not None:
+        errors.extend(_neuro_contradictions(neuro, tool=tool, tool_reason=tool_reason))
+    return errors
+
+
+def _neuro_contradictions(neuro: NeuroSection, *, tool: str | None, tool_reason: str) -> list[FieldError]:
+    errors: list[FieldError] = []
+    if neuro.ice is not None and neuro.ice_score is not None:
+        errors.append(FieldError(("neuro", "ice_score"), "give ice (items) or ice_score, not both", "contradiction", neuro.ice_score))
+    if neuro.capd is not None and neuro.capd_score is not None:
+        errors.append(FieldError(("neuro", "capd_score"), "give capd (items) or capd_score, not both", "contradiction", neuro.capd_score))
+
+    ice_field = "ice" if neuro.ice is not None else "ice_score" if neuro.ice_score is not None else None
+    capd_field = "capd" if neuro.capd is not None else "capd_score" if neuro.capd_score is not None else None
+    if tool == "CAPD" and ice_field:
+        errors.append(
+            FieldError(("neuro", ice_field), f"CAPD applies to this patient, not ICE ({tool_reason}); send capd or capd_score", "wrong_tool")
+        )
+    if tool == "ICE" and capd_field:
+        errors.append(
+            FieldError(("neuro", capd_field), f"ICE applies to this patient, not CAPD ({tool_reason}); send ice or ice_score", "wrong_tool")
+        )
+
+    if neuro.unable_to_perform:
+        ice_points = (
+            sum(neuro.ice.model_dump().values()) if neuro.ice is not None else neuro.ice_score
+        )
+        if ice_field and ice_points:
+            errors.append(
+                FieldError(("neuro", ice_field), f"unable_to_perform is true but the ICE score is {ice_points}; only 0 fits", "contradiction", ice_points)
+            )
+        if capd_field:
+            errors.append(
+                FieldError(("neuro", capd_field), "unable_to_perform is true but a CAPD score is given", "contradiction")
+            )
+        if neuro.consciousness == "alert":
+            errors.append(
+                FieldError(("neuro", "consciousness"), "unable_to_perform (unarousable) contradicts consciousness 'alert'", "contradiction", "alert")
+            )
+    signs = neuro.icp_signs or []
+    for index, sign in enumerate(signs):
+        if sign in signs[:index]:
+            errors.append(FieldError(("neuro", "icp_signs", index), f"{sign} is listed twice", "duplicate", sign))
+    return errors
