@@ -83,7 +83,7 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
     facts["vasopressors_reported"] = crs.vasopressors is not None
     facts["nonvasopressin_vasopressor_count"] = sum(1 for a in agents if a != "vasopressin")
     facts["vasopressin"] = "vasopressin" in agents
-    out.context["vasopressors"] = agents if crs.vasopressors is not None else None
+    out.context["vasopressors"] = sorted(agents) if crs.vasopressors is not None else None
 
     spec = ruleset.file.derivations.hypotension_from_vitals
     from_vitals = (
@@ -243,5 +243,5 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
             facts[name] = value
     if neuro.icp_signs is not None:
         facts["icp_sign_count"] = len(neuro.icp_signs)
-        out.context["icp_signs"] = list(neuro.icp_signs)
+        out.context["icp_signs"] = sorted(neuro.icp_signs)
     return out

@@ -180,7 +180,7 @@ class Engine:
         rs = runner.ruleset
         where = f"test {case.id}"
         try:
-            settings = rs.resolve_settings({**runner.settings, **case.settings})
+            settings = rs.resolve_settings(case.settings)  # a case is written against the file's defaults
             parsed = self.validate(case.request, icans_settings=settings if rs.file.subject == "icans" else None)
             derived, outcome = self._run(runner, parsed, settings)
         except Exception as exc:

@@ -126,6 +126,7 @@ class LostResult(EngineError):
 ERROR_CODES: dict[str, type[AegradeError]] = {
     cls.code: cls
     for cls in (
+        AegradeError,
         InvalidAssessment,
         RuleFileError,
         RuleSelfTestFailed,

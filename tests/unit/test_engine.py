@@ -1,0 +1,134 @@
+"""The engine's safety checks: evaluator disagreement, lost results, safe encoding for durable_rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aegrade
+from aegrade import _durable
+from aegrade.errors import ERROR_CODES
+from aegrade.rulefile import FactTest, NotOf, AllOf, AnyOf
+
+REPO = Path(__file__).resolve().parents[2]
+REQUEST = {"patient": {"age_years": 57}, "vitals": {"temperature_c": 39.5}, "crs": {"fever_masked": False, "hypotension": True, "vasopressors": ["norepinephrine"], "oxygen": {"device": "nasal_cannula", "flow_l_min": 2}}}
+
+
+class _Fixed:
+    """An evaluator that always answers the same set (to prove that a disagreement is caught)."""
+
+    def __init__(self, answer: frozenset[str]) -> None:
+        self.answer = answer
+
+    def fired(self, facts: Any, settings: Any) -> frozenset[str]:
+        return self.answer
+
+
+def test_evaluator_disagreement_is_an_error_never_a_chosen_grade() -> None:
+    engine = aegrade.Engine(self_test=False)
+    runner = engine._runners["crs"]
+    engine._runners["crs"] = dataclasses.replace(runner, durable=_Fixed(frozenset({"crs.oxygen.positive_pressure"})))  # type: ignore[arg-type]
+    with pytest.raises(aegrade.EvaluatorDisagreement) as info:
+        engine.assess(REQUEST)
+    assert "crs.oxygen.positive_pressure" in str(info.value)
+    assert info.value.code == "evaluator_disagreement"
+
+
+def test_lost_result_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = aegrade.Engine(self_test=False)
+    runner = engine._runners["crs"]
+    monkeypatch.setattr(_durable._dre, "start_action_for_state", lambda handle, state: None)
+    with pytest.raises(aegrade.LostResult):
+        runner.durable.fired({"temperature_c": 39.0}, runner.settings)
+
+
+def test_unexpected_action_is_detected(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = aegrade.Engine(self_test=False)
+    runner = engine._runners["crs"]
+    monkeypatch.setattr(_durable._dre, "start_action_for_state", lambda handle, state: ("{}", '{"crs.made_up": {}}'))
+    with pytest.raises(aegrade.EngineError, match="unexpected action"):
+        runner.durable.fired({"temperature_c": 39.0}, runner.settings)
+
+
+def test_sessions_are_deleted_even_when_the_evaluation_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = aegrade.Engine(self_test=False)
+    runner = engine._runners["icans"]
+    deleted: list[str] = []
+    real_delete = runner.durable._rules.delete_state
+
+    def spy(sid: str) -> None:
+        deleted.append(sid)
+        real_delete(sid)
+
+    monkeypatch.setattr(runner.durable._rules, "delete_state", spy)
+    monkeypatch.setattr(_durable._dre, "start_action_for_state", lambda handle, state: None)
+    with pytest.raises(aegrade.LostResult):
+        runner.durable.fired({"tool": "ICE"}, runner.settings)
+    assert len(deleted) == 1
+    monkeypatch.undo()
+    # ...and the ruleset still works afterwards (the crash of engine-notes.md does not follow).
+    assert runner.durable.fired({"tool": "ICE", "ice_score": 5, "unable_to_perform": False, "consciousness_other_cause": False}, runner.settings) == frozenset({"icans.ice.grade_2"})
+
+
+@pytest.mark.parametrize("value", [1e-05, 5e-324, 1e-300, 0.1, 6.000000000000001, 1e16, 123456789.125, -0.0])
+def test_numbers_are_written_without_exponents(value: float) -> None:
+    text = _durable._encode_value(value)
+    assert "e" not in text.lower()
+    assert float(text) == value
+
+
+def test_non_finite_numbers_never_reach_durable_rules() -> None:
+    for value in (math.nan, math.inf):
+        with pytest.raises(aegrade.EngineError):
+            _durable._encode_value(value)
+
+
+def test_negation_matches_absent_facts_as_the_reference_does() -> None:
+    condition = NotOf.model_validate({"not": {"fact": "temperature_c", "op": "gte", "value": 38.0}})
+    assert _durable.compile_condition(condition) == {"$or": [{"$lt": {"temperature_c": 38.0}}, {"has__temperature_c": 0}]}
+    nested = AllOf.model_validate({"all": [{"not": {"any": [{"fact": "a", "op": "eq", "value": 1}, {"fact": "b", "op": "absent"}]}}]})
+    assert _durable.compile_condition(nested) == {"$and": [{"$or": [{"$neq": {"a": 1}}, {"has__a": 0}]}, {"has__b": 1}]}
+    assert isinstance(AnyOf.model_validate({"any": [{"fact": "a", "op": "present"}]}), AnyOf)
+    assert isinstance(FactTest.model_validate({"fact": "a", "op": "present"}), FactTest)
+
+
+def test_public_api_is_sorted_and_importable() -> None:
+    assert aegrade.__all__ == sorted(aegrade.__all__)
+    for name in aegrade.__all__:
+        assert hasattr(aegrade, name)
+    from aegrade import testing
+
+    assert testing.__all__ == sorted(testing.__all__)
+
+
+def test_every_error_code_is_documented_in_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.M))
+    assert documented == set(ERROR_CODES), (documented ^ set(ERROR_CODES))
+
+
+def test_only_the_private_module_imports_durable_rules() -> None:
+    offenders = [
+        p.relative_to(REPO)
+        for p in (REPO / "aegrade").rglob("*.py")
+        if p.name != "_durable.py" and re.search(r"^\s*(import|from)\s+durable", p.read_text(), flags=re.M)
+    ]
+    assert offenders == []
+
+
+def test_memory_stays_bounded_over_many_evaluations(engine: aegrade.Engine) -> None:
+    """A short guard; bench/engine.py measures 200,000 assessments."""
+    def rss_kib() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4
+
+    for _ in range(2000):
+        engine.assess(REQUEST)
+    before = rss_kib()
+    for _ in range(20000):
+        engine.assess(REQUEST)
+    assert rss_kib() - before < 5 * 1024
