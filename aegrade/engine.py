@@ -207,7 +207,7 @@ def _icans_result(runner: _Runner, derived: DerivedFacts, outcome: Outcome) -> I
     return IcansResult(
         scale=runner.ruleset.file.scale,
         ruleset=runner.ruleset.label,
-        tool=tool if tool in ("ICE", "CAPD") else None,  # type: ignore[arg-type]
+        tool="ICE" if tool == "ICE" else "CAPD" if tool == "CAPD" else None,
         **_outcome_fields(outcome),
     )
 

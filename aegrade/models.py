@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "Assessment",
@@ -71,7 +71,22 @@ Motor = Literal["none", "tremor_or_myoclonus", "deep_focal_weakness"]
 CerebralEdema = Literal["none", "focal", "diffuse"]
 IcpSign = Literal["posturing", "cn6_palsy", "papilledema", "cushings_triad"]
 
-CapdItem = Annotated[int, Field(ge=0, le=4)]
+def _whole_number(value: Any) -> Any:
+    """7.0 is the integer 7 (as in JSON Schema); 7.5, "7" and True stay invalid."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# Integers from 0 to N. A float with no fractional part is accepted as one; the bounds come before the
+# validator so that the JSON Schema says minimum/maximum.
+_Whole = BeforeValidator(_whole_number)
+Points1 = Annotated[int, Field(ge=0, le=1), _Whole]
+Points3 = Annotated[int, Field(ge=0, le=3), _Whole]
+Points4 = Annotated[int, Field(ge=0, le=4), _Whole]
+IceTotal = Annotated[int, Field(ge=0, le=10), _Whole]
+CapdTotal = Annotated[int, Field(ge=0, le=32), _Whole]
+CapdItem = Points4
 CapdItems = Annotated[
     list[CapdItem],
     Field(
@@ -157,20 +172,20 @@ class CrsSection(_Strict):
 class IceItems(_Strict):
     """The five ICE tasks, by points."""
 
-    orientation: int = Field(ge=0, le=4, description="Year, month, city, hospital: 1 point each.")
-    naming: int = Field(ge=0, le=3, description="Names three objects: 1 point each.")
-    commands: int = Field(ge=0, le=1, description="Follows simple commands.")
-    writing: int = Field(ge=0, le=1, description="Writes a standard sentence.")
-    attention: int = Field(ge=0, le=1, description="Counts backwards from 100 by 10.")
+    orientation: Points4 = Field(description="Year, month, city, hospital: 1 point each.")
+    naming: Points3 = Field(description="Names three objects: 1 point each.")
+    commands: Points1 = Field(description="Follows simple commands.")
+    writing: Points1 = Field(description="Writes a standard sentence.")
+    attention: Points1 = Field(description="Counts backwards from 100 by 10.")
 
 
 class NeuroSection(_Strict):
     """ICANS assessment."""
 
     ice: IceItems | None = Field(default=None, description="ICE item scores; not with ice_score.")
-    ice_score: int | None = Field(default=None, ge=0, le=10, description="ICE total 0-10; not with ice.")
+    ice_score: IceTotal | None = Field(default=None, description="ICE total 0-10; not with ice.")
     capd: CapdItems | None = Field(default=None, description="CAPD item scores; not with capd_score.")
-    capd_score: int | None = Field(default=None, ge=0, le=32, description="CAPD total 0-32; not with capd.")
+    capd_score: CapdTotal | None = Field(default=None, description="CAPD total 0-32; not with capd.")
     unable_to_perform: bool = Field(
         default=False, description="The patient cannot do ICE/CAPD because unarousable."
     )

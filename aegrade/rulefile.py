@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NoReturn, Union
 
 import jsonschema
 import yaml
@@ -284,7 +284,7 @@ def _schema_validator() -> jsonschema.protocols.Validator:
     schema = rule_file_json_schema()
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def default_rules_dir() -> Path:
@@ -562,7 +562,7 @@ def _check_condition(
 
 
 def _check_fact_test(test: FactTest, spec: FactSpec, name: str, where: str) -> None:
-    def fail(message: str) -> None:
+    def fail(message: str) -> NoReturn:
         raise RuleFileError(name, f"{test.fact} {test.op}: {message}", rule=where)
 
     if test.op in PRESENCE_OPS:
@@ -571,10 +571,11 @@ def _check_fact_test(test: FactTest, spec: FactSpec, name: str, where: str) -> N
         return
     if test.value is None:
         fail("needs a value")
+    values: list[Scalar]
     if test.op in SET_OPS:
         if not isinstance(test.value, list) or not test.value:
             fail("needs a non-empty list")
-        values = list(test.value)  # type: ignore[arg-type]
+        values = list(test.value)
     else:
         if isinstance(test.value, list):
             fail("takes a single value, not a list")

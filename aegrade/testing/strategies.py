@@ -397,7 +397,7 @@ def invalid_assessments(draw: Draw) -> tuple[Payload, tuple[str | int, ...]]:
         elif path[:2] == ("crs", "oxygen"):
             base.setdefault("crs", {})["oxygen"] = {"device": value}
         else:
-            _set(base, path, value)  # type: ignore[arg-type]
+            _set(base, path, value)
         return base, path
     return _contradiction(draw, base)
 

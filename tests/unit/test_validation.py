@@ -32,7 +32,9 @@ def refused(engine: aegrade.Engine, payload: Any) -> list[tuple[Any, ...]]:
         ({"patient": {"age_years": -0.1}}, ("patient", "age_years")),
         ({"patient": {"age_years": 40, "weight_kg": 0}}, ("patient", "weight_kg")),
         ({"patient": {"age_years": 40, "developmental_delay": 1}}, ("patient", "developmental_delay")),
-        ({"patient": ADULT, "neuro": {"ice_score": 7.0}}, ("neuro", "ice_score")),
+        ({"patient": ADULT, "neuro": {"ice_score": 7.5}}, ("neuro", "ice_score")),
+        ({"patient": ADULT, "neuro": {"ice_score": True}}, ("neuro", "ice_score")),
+        ({"patient": ADULT, "neuro": {"ice_score": "7"}}, ("neuro", "ice_score")),
         ({"patient": ADULT, "neuro": {"ice_score": 11}}, ("neuro", "ice_score")),
         ({"patient": ADULT, "neuro": {"ice": {"orientation": 5, "naming": 3, "commands": 1, "writing": 1, "attention": 1}}}, ("neuro", "ice", "orientation")),
         ({"patient": ADULT, "neuro": {"ice": {"orientation": 4}}}, ("neuro", "ice", "naming")),
@@ -100,6 +102,22 @@ def test_allowed_edge_values_are_accepted(engine: aegrade.Engine) -> None:
     engine.assess({"patient": {"age_years": 120, "weight_kg": 400}, "vitals": {"temperature_f": 113}})
     engine.assess({"patient": ADULT, "neuro": {"unable_to_perform": True, "ice_score": 0, "consciousness": "unarousable"}})
     engine.assess({"patient": ADULT, "crs": {"oxygen": {"device": "none", "flow_l_min": 0}}})
+
+
+def test_whole_number_floats_count_as_integers(engine: aegrade.Engine) -> None:
+    """JSON Schema calls 7.0 an integer; so does aegrade (but never 7.5, "7" or true)."""
+    result = engine.assess({"patient": ADULT, "neuro": {"ice_score": 7.0}})
+    assert result.icans is not None and result.icans.grade == 1
+
+
+def test_json_schema_uses_only_json_schema_bounds() -> None:
+    """Pydantic writes ge/le verbatim when it cannot place them: no client would honour those."""
+    import json
+    import re
+
+    text = json.dumps(aegrade.Assessment.model_json_schema())
+    assert re.findall(r'"(ge|le|gt|lt)":', text) == []
+    assert '"minimum": 0' in text and '"maximum": 32' in text
 
 
 def test_not_an_object_is_refused(engine: aegrade.Engine) -> None:

@@ -1,0 +1,1 @@
+"""The HTTP service around aegrade: no clinical logic lives here."""

@@ -1,0 +1,60 @@
+"""The ASGI application: `uvicorn service.app:app` starts it on the embedded defaults.
+
+The lifespan loads every rule file and runs its own test cases (aegrade.Engine), and opens the audit
+store; if either fails, the service does not start.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import aegrade
+from service.http import BodyLimit, install_error_handlers
+from service.routes import router
+from service.settings import ServiceSettings
+from service.store import AuditStore
+
+__all__ = ["app", "create_app"]
+
+logger = logging.getLogger("aegrade.service")
+
+DESCRIPTION = """Adverse-event grading for immunotherapy toxicities: ASTCT 2019 CRS and ICANS grades, with
+the rules that set them, their criteria, citations and evidence levels. Decision support: every
+answer informs, none orders. Every assessment answered is stored before the answer is sent."""
+
+
+def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or ServiceSettings()
+    logging.getLogger("aegrade").setLevel(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = aegrade.Engine(rules_dir=settings.rules_dir, settings=settings.rule_settings)
+        store = AuditStore(settings.database_url)
+        store.create_schema()
+        app.state.engine = engine
+        app.state.store = store
+        logger.info(
+            "aegrade ready: %s; audit store %s; authentication %s",
+            ", ".join(rs.label for rs in engine.rulesets),
+            store.safe_url,
+            "on" if settings.api_keys else "off",
+        )
+        try:
+            yield
+        finally:
+            store.close()
+
+    app = FastAPI(title="aegrade", version=aegrade.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+app = create_app()

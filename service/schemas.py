@@ -1,0 +1,77 @@
+"""HTTP-only response models: errors, stored audit records, rule set listings. The clinical models
+(Assessment, AssessmentResult) come from aegrade.models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from aegrade.models import AssessmentResult, RulesetRef
+
+__all__ = [
+    "FieldErrorOut",
+    "Health",
+    "Problem",
+    "ProblemResponse",
+    "RulesetInfo",
+    "StoredAssessment",
+    "ValidationErrorResponse",
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldErrorOut(_Out):
+    loc: list[str | int] = Field(description='Where the problem is, e.g. ["body", "vitals", "temperature_c"].')
+    msg: str
+    type: str = Field(description="A machine-readable kind, e.g. float_type, contradiction, wrong_tool, json_invalid.")
+
+
+class ValidationErrorResponse(_Out):
+    """400 (body is not JSON) and 422 (invalid or contradictory input): one entry per bad field."""
+
+    detail: list[FieldErrorOut]
+
+
+class Problem(_Out):
+    code: str = Field(description="Stable error code (README: Errors).")
+    message: str
+
+
+class ProblemResponse(_Out):
+    """401, 404, 413, 500 and 503."""
+
+    detail: Problem
+
+
+class StoredAssessment(_Out):
+    """An audit record: what was sent, what was answered, with which rule sets, and when."""
+
+    id: str
+    created_at: datetime
+    outcome: str = Field(description='"graded", or the code of the engine error that stopped the grading.')
+    request: dict[str, Any] = Field(description="The assessment as validated (fields that were sent).")
+    result: AssessmentResult | None
+    error: Problem | None
+    rulesets: list[RulesetRef]
+    duration_ms: float
+
+
+class RulesetInfo(_Out):
+    id: str
+    version: str
+    sha256: str
+    title: str
+    status: Literal["draft", "active", "retired"]
+    citation: str
+    rule_count: int
+    settings: dict[str, Any] = Field(description="The settings in force.")
+
+
+class Health(_Out):
+    status: Literal["ok", "unavailable"]
+    store: Literal["ok", "unavailable"]

@@ -1,0 +1,51 @@
+"""Service settings, from environment variables (prefix AEGRADE_), with embedded defaults.
+
+| variable | default | meaning |
+|---|---|---|
+| AEGRADE_DATABASE_URL | sqlite:///./var/aegrade.sqlite3 | audit store (SQLAlchemy URL); postgresql+psycopg://... for PostgreSQL |
+| AEGRADE_RULES_DIR | rules/ of the checkout | directory of rule files |
+| AEGRADE_RULE_SETTINGS | {} | JSON: {"rule set id": {"setting": value}} for the interpretive settings |
+| AEGRADE_API_KEYS | (empty: no authentication) | comma-separated keys; when set, /v1/* needs Authorization: Bearer <key> |
+| AEGRADE_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
+| AEGRADE_LOG_LEVEL | INFO | log level of the aegrade loggers |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ServiceSettings"]
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AEGRADE_", extra="forbid")
+
+    database_url: str = Field(default="sqlite:///./var/aegrade.sqlite3", description="SQLAlchemy URL of the audit store.")
+    rules_dir: Path | None = Field(default=None, description="Directory of rule files; default rules/ of the checkout.")
+    rule_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description='Interpretive settings, e.g. {"astct-crs": {"facemask_low_flow": "flow"}}.'
+    )
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Comma-separated API keys; empty turns authentication off."
+    )
+    max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024, description="Largest request body accepted.")
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[str]) -> list[str]:
+        short = [k for k in keys if len(k) < 16]
+        if short:
+            raise ValueError("each API key must be at least 16 characters")
+        return keys
