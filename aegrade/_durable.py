@@ -260,12 +260,12 @@ class DurableEvaluator:
         with _LOCK:
             try:
                 state_handle = rules._handle_result(_dre.assert_fact(handle, payload), payload)
-                message = _dre.start_action_for_state(handle, state_handle)
-                message = message[1] if message else None
-                while message:
-                    fired.append(self._action_name(message))
-                    if len(fired) > self._max_actions:
-                        raise EngineError(f"{self.ruleset.label}: more actions than rules: {fired[:10]}...")
+                # Drain the whole queue before anything can raise: deleting a session whose
+                # actions are still queued can crash durable_rules.
+                started = _dre.start_action_for_state(handle, state_handle)
+                message = started[1] if started else None
+                while message and len(fired) <= self._max_actions:
+                    fired.append(message)
                     message = _dre.complete_and_start_action(handle, state_handle)
             except _dr.MessageNotHandledException as exc:
                 raise LostResult(f"{self.ruleset.label}: the sentinel rule did not match") from exc
@@ -280,11 +280,14 @@ class DurableEvaluator:
                     delete_failure = exc
         if delete_failure is not None:
             raise EngineError(f"{self.ruleset.label}: could not delete session: {delete_failure}")
-        if SENTINEL not in fired:
+        if len(fired) > self._max_actions:
+            raise EngineError(f"{self.ruleset.label}: more queued actions than rules can make")
+        names = [self._action_name(message) for message in fired]
+        if SENTINEL not in names:
             raise LostResult(f"{self.ruleset.label}: the sentinel rule's action is missing: the result was lost")
         # A rule fires once per matching branch of an `$or` (durable_rules expands disjunctions),
         # so the same id may be queued more than once: firing is a set.
-        return frozenset(fired) - {SENTINEL}
+        return frozenset(names) - {SENTINEL}
 
     def _action_name(self, message: str) -> str:
         """The rule name of a queued action; its text starts `{"<rule name>":`."""
