@@ -36,6 +36,7 @@ with a two-rule ruleset):
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import math
 import re
@@ -217,6 +218,14 @@ MALLOC_TUNED = _keep_session_memory()
 
 _LOCK = threading.Lock()
 _HOST: _PrivateHost | None = None
+_SID_PREFIX = uuid.uuid4().hex[:12]
+_SIDS = itertools.count()
+
+
+def _next_sid() -> str:
+    """A session id never used before in this process. Sessions live only inside the lock and are
+    deleted at once, so at most one is alive; a patient id is never used (engine-notes.md)."""
+    return f"{_SID_PREFIX}-{next(_SIDS)}"
 
 
 def _host() -> _PrivateHost:
@@ -247,7 +256,7 @@ class DurableEvaluator:
 
     def fired(self, facts: Mapping[str, Scalar], settings: Mapping[str, Scalar]) -> frozenset[str]:
         """The ids of the rules whose condition matched, read from the session's action queue."""
-        sid = uuid.uuid4().hex
+        sid = _next_sid()
         key = tuple(settings.items())
         settings_json = self._settings_json.get(key)
         if settings_json is None:

@@ -16,7 +16,7 @@ import aegrade
 from service.http import BodyLimit, install_error_handlers
 from service.routes import router
 from service.settings import ServiceSettings
-from service.store import AuditStore
+from service.store import AuditStore, AuditWriter
 
 __all__ = ["app", "create_app"]
 
@@ -29,15 +29,17 @@ answer informs, none orders. Every assessment answered is stored before the answ
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     settings = settings or ServiceSettings()
-    logging.getLogger("aegrade").setLevel(settings.log_level)
+    _configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = aegrade.Engine(rules_dir=settings.rules_dir, settings=settings.rule_settings)
         store = AuditStore(settings.database_url)
         store.create_schema()
+        writer = AuditWriter(store)
         app.state.engine = engine
         app.state.store = store
+        app.state.writer = writer
         logger.info(
             "aegrade ready: %s; audit store %s; authentication %s",
             ", ".join(rs.label for rs in engine.rulesets),
@@ -47,6 +49,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            writer.close()
             store.close()
 
     app = FastAPI(title="aegrade", version=aegrade.__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -55,6 +58,17 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
+
+
+def _configure_logging(level: str) -> None:
+    """aegrade's loggers write to stderr (ids, codes and timings; never patient data)."""
+    root = logging.getLogger("aegrade")
+    root.setLevel(level)
+    if not any(getattr(h, "_aegrade", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler._aegrade = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
 
 
 app = create_app()

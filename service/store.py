@@ -5,13 +5,19 @@ survives a killed process), PostgreSQL when the URL says so. SQLAlchemy 2 Core w
 no hand-written SQL dialect switch.
 
 A record is committed before the answer is sent. If it cannot be, the caller gets StoreUnavailable
-and must not give the grade.
+and must not give the grade. Under load, `AuditWriter` commits the records of concurrent requests
+together (group commit): one transaction and one sync to disk for many records, each request still
+waiting for the commit that holds its own record.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +27,7 @@ from sqlalchemy import JSON, Column, DateTime, Float, MetaData, String, Table, c
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["AuditRecord", "AuditStore", "StoreUnavailable"]
+__all__ = ["AuditRecord", "AuditStore", "AuditWriter", "RawJSON", "StoreUnavailable"]
 
 logger = logging.getLogger("aegrade.store")
 
@@ -69,7 +75,13 @@ class AuditRecord:
         }
 
 
+class RawJSON(str):
+    """JSON text already serialized (by pydantic): stored as it is, not serialized again."""
+
+
 def _strict_json(value: Any) -> str:
+    if isinstance(value, RawJSON):
+        return str(value)
     return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -85,6 +97,8 @@ class AuditStore:
                 Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = create_engine(url, **kwargs)
+        self._last_ok = 0.0
+        self._last_ping: tuple[float, bool] = (0.0, False)
         if self.backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
 
@@ -101,11 +115,17 @@ class AuditStore:
 
     def record(self, record: AuditRecord) -> None:
         """Commit one record; raises StoreUnavailable when it is not stored."""
+        self.record_many([record])
+
+    def record_many(self, records: list[AuditRecord]) -> None:
+        """Commit records in one transaction: all are stored, or none and StoreUnavailable."""
         try:
             with self.engine.begin() as connection:
-                connection.execute(assessments.insert().values(**record.as_dict()))
+                connection.execute(assessments.insert(), [r.as_dict() for r in records])
         except (SQLAlchemyError, ValueError, TypeError) as exc:
-            raise StoreUnavailable(f"audit record {record.id} was not stored: {type(exc).__name__}") from exc
+            ids = ", ".join(r.id for r in records[:3]) + (" ..." if len(records) > 3 else "")
+            raise StoreUnavailable(f"audit record(s) {ids} not stored: {type(exc).__name__}") from exc
+        self._last_ok = time.monotonic()
 
     def get(self, record_id: str) -> AuditRecord | None:
         try:
@@ -137,12 +157,80 @@ class AuditStore:
         try:
             with self.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-            return True
+            ok = True
         except SQLAlchemyError:
-            return False
+            ok = False
+        self._last_ping = (time.monotonic(), ok)
+        return ok
+
+    def recently_ok(self, *, within_s: float) -> bool | None:
+        """True when a ping or a commit succeeded within `within_s` seconds (and no ping failed
+        since); None when that is not known and a ping is due."""
+        now = time.monotonic()
+        pinged_at, ping_ok = self._last_ping
+        if now - pinged_at < within_s:
+            return ping_ok
+        if ping_ok and now - self._last_ok < within_s:
+            return True
+        return None
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class AuditWriter:
+    """Commits audit records from one thread, many to a transaction when requests come together.
+
+    `submit` returns a future that completes when the record is committed (or fails with
+    StoreUnavailable); the caller answers only after that.
+    """
+
+    def __init__(self, store: AuditStore, *, max_batch: int = 256) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[tuple[AuditRecord, Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="aegrade-audit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: AuditRecord) -> Future[None]:
+        future: Future[None] = Future()
+        if not self._thread.is_alive():
+            future.set_exception(StoreUnavailable("the audit writer is stopped"))
+        else:
+            self._queue.put((record, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            try:
+                self.store.record_many([record for record, _ in batch])
+            except StoreUnavailable as exc:
+                for _, future in batch:
+                    future.set_exception(exc)
+            except BaseException as exc:  # never leave a request waiting
+                for _, future in batch:
+                    future.set_exception(StoreUnavailable(f"audit writer failed: {type(exc).__name__}"))
+            else:
+                for _, future in batch:
+                    future.set_result(None)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

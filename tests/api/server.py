@@ -23,25 +23,32 @@ def free_port() -> int:
 class Server:
     """`uvicorn service.app:app` in a child process, with the given AEGRADE_* environment."""
 
-    def __init__(self, env: dict[str, str], *, port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], *, port: int | None = None, log_file: Path | None = None, access_log: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
+        self.log_file = log_file
+        self.access_log = access_log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> Server:
+        command = [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port)]
+        command += ["--log-level", "info"] if self.access_log else ["--log-level", "warning", "--no-access-log"]
+        output = open(self.log_file, "ab") if self.log_file else None  # noqa: SIM115 - closed with the process
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port),
-             "--log-level", "warning"],
+            command,
             cwd=REPO,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=output or subprocess.DEVNULL,
+            stderr=output or subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.process.stderr.read().decode()[-2000:] if self.process.stderr else ''}")
+                detail = self.process.stderr.read().decode()[-2000:] if self.process.stderr else str(self.log_file)
+                raise RuntimeError(f"server exited: {detail}")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
