@@ -114,7 +114,8 @@ class Engine:
         if parsed.vitals is not None or parsed.crs is not None:
             runner = self._runners["crs"]
             used.append(runner)
-            crs = _crs_result(runner, self._run(runner, parsed, runner.settings))
+            _, outcome = self._run(runner, parsed, runner.settings)
+            crs = _crs_result(runner, outcome)
         if parsed.neuro is not None:
             runner = self._runners["icans"]
             used.append(runner)
@@ -197,8 +198,7 @@ class Engine:
         return {d.rule for d in outcome.drivers}
 
 
-def _crs_result(runner: _Runner, run: tuple[DerivedFacts, Outcome]) -> CrsResult:
-    _, outcome = run
+def _crs_result(runner: _Runner, outcome: Outcome) -> CrsResult:
     return CrsResult(scale=runner.ruleset.file.scale, ruleset=runner.ruleset.label, **_outcome_fields(outcome))
 
 

@@ -97,7 +97,7 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
             id=uuid.uuid4().hex,
             created_at=datetime.now(timezone.utc),
             outcome=exc.code,
-            request=request_json,  # type: ignore[arg-type]
+            request=request_json,
             result=None,
             error={"code": exc.code, "message": str(exc)},
             rulesets=[],
@@ -114,8 +114,8 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
             id=result.id,
             created_at=result.evaluated_at,
             outcome="graded",
-            request=request_json,  # type: ignore[arg-type]
-            result=RawJSON(body),  # type: ignore[arg-type]
+            request=request_json,
+            result=RawJSON(body),
             error=None,
             rulesets=[r.model_dump(mode="json") for r in result.rulesets],
             duration_ms=(graded - started) * 1000,

@@ -51,13 +51,19 @@ class StoreUnavailable(Exception):
     """The audit store cannot be written or read."""
 
 
+class RawJSON(str):
+    """JSON text already serialized (by pydantic): stored as it is, not serialized again."""
+
+
 @dataclass(frozen=True)
 class AuditRecord:
+    """One audit row. `request` and `result` may be given as objects or as RawJSON text."""
+
     id: str
     created_at: datetime
     outcome: str  # "graded" or the code of the engine error that stopped the grading
-    request: dict[str, Any]
-    result: dict[str, Any] | None
+    request: dict[str, Any] | RawJSON
+    result: dict[str, Any] | RawJSON | None
     error: dict[str, Any] | None
     rulesets: list[dict[str, Any]]
     duration_ms: float
@@ -73,10 +79,6 @@ class AuditRecord:
             "rulesets": self.rulesets,
             "duration_ms": self.duration_ms,
         }
-
-
-class RawJSON(str):
-    """JSON text already serialized (by pydantic): stored as it is, not serialized again."""
 
 
 def _strict_json(value: Any) -> str:

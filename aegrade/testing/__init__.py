@@ -3,28 +3,5 @@
     from aegrade.testing import assessments, invalid_assessments
 """
 
-from aegrade.testing.strategies import (
-    FIELD_BOUNDS,
-    assessments,
-    crs_sections,
-    fact_values,
-    invalid_assessments,
-    neuro_sections,
-    patients,
-    thresholds,
-    tool_for,
-    vitals_sections,
-)
-
-__all__ = [
-    "FIELD_BOUNDS",
-    "assessments",
-    "crs_sections",
-    "fact_values",
-    "invalid_assessments",
-    "neuro_sections",
-    "patients",
-    "thresholds",
-    "tool_for",
-    "vitals_sections",
-]
+from aegrade.testing.strategies import *  # noqa: F403 - the strategies module's __all__ is this package's API
+from aegrade.testing.strategies import __all__ as __all__
