@@ -52,7 +52,18 @@ from durable import engine as _dr
 
 from aegrade.errors import EngineError, LostResult, RuleFileError
 from aegrade.facts import CATALOGUES
-from aegrade.rulefile import AllOf, AnyOf, Condition, FactTest, LoadedRuleSet, NotOf, Scalar, SettingTest
+from aegrade.rulefile import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FactTest,
+    LoadedRuleSet,
+    NotOf,
+    Scalar,
+    ScaledFact,
+    SettingTest,
+    SettingValue,
+)
 
 __all__ = ["DurableEvaluator", "compile_ruleset", "encode_fact", "encode_settings", "fact_fields"]
 
@@ -91,35 +102,77 @@ def _test(field: str, op: str, value: Any) -> dict[str, Any]:
     return {_DURABLE_OP[op]: {field: value}}
 
 
+class _Compiler:
+    """Compiles conditions; a test with a `ref` becomes a test of a difference fact against 0.
+
+    durable_rules is not asked to compare two fields (engine-notes.md: cross-message joins read
+    memory out of bounds; comparisons within a message are not used either). The difference
+    `fact - ref` is computed in Python before the post; its sign equals that of the comparison
+    exactly (IEEE subtraction of finite numbers is zero only for equal operands).
+    """
+
+    def __init__(self) -> None:
+        self.refs: list[tuple[str, FactTest]] = []
+
+    def condition(self, condition: Condition, *, negate: bool = False) -> dict[str, Any]:
+        if isinstance(condition, (AllOf, AnyOf)):
+            children = condition.all if isinstance(condition, AllOf) else condition.any
+            is_and = isinstance(condition, AllOf) != negate
+            return _join("$and" if is_and else "$or", [self.condition(c, negate=negate) for c in children])
+        if isinstance(condition, NotOf):
+            return self.condition(condition.not_, negate=not negate)
+        if isinstance(condition, SettingTest):  # settings are always present
+            return _test(_setting_field(condition.setting), _NEGATED[condition.op] if negate else condition.op, condition.value)
+        if condition.ref is not None:
+            name = f"ref__{len(self.refs)}"
+            self.refs.append((name, condition))
+            return self._fact_test(name, condition.op, 0, negate)
+        if condition.op in ("present", "absent"):
+            present = (condition.op == "present") != negate
+            return {_presence(condition.fact): 1 if present else 0}
+        return self._fact_test(condition.fact, condition.op, condition.value, negate)
+
+    @staticmethod
+    def _fact_test(field: str, op: str, value: Any, negate: bool) -> dict[str, Any]:
+        if not negate:
+            return _test(field, op, value)
+        return {"$or": [_test(field, _NEGATED[op], value), {_presence(field): 0}]}
+
+
 def compile_condition(condition: Condition, *, negate: bool = False) -> dict[str, Any]:
     """A durable_rules expression equivalent to `condition` (or to its negation)."""
-    if isinstance(condition, (AllOf, AnyOf)):
-        children = condition.all if isinstance(condition, AllOf) else condition.any
-        is_and = isinstance(condition, AllOf) != negate
-        return _join("$and" if is_and else "$or", [compile_condition(c, negate=negate) for c in children])
-    if isinstance(condition, NotOf):
-        return compile_condition(condition.not_, negate=not negate)
-    if isinstance(condition, SettingTest):  # settings are always present
-        return _test(_setting_field(condition.setting), _NEGATED[condition.op] if negate else condition.op, condition.value)
-    return _compile_fact_test(condition, negate)
+    return _Compiler().condition(condition, negate=negate)
 
 
-def _compile_fact_test(test: FactTest, negate: bool) -> dict[str, Any]:
-    if test.op in ("present", "absent"):
-        present = (test.op == "present") != negate
-        return {_presence(test.fact): 1 if present else 0}
-    if not negate:
-        return _test(test.fact, test.op, test.value)
-    return {"$or": [_test(test.fact, _NEGATED[test.op], test.value), {_presence(test.fact): 0}]}
-
-
-def compile_ruleset(ruleset: LoadedRuleSet) -> dict[str, Any]:
-    """The durable_rules definition of a rule set: one rule per rule-file rule, plus the sentinel."""
+def compile_ruleset(ruleset: LoadedRuleSet) -> tuple[dict[str, Any], list[tuple[str, FactTest]]]:
+    """The durable_rules definition of a rule set (one rule per rule-file rule, plus the sentinel),
+    and the difference facts its `ref` tests need."""
+    compiler = _Compiler()
     definition: dict[str, Any] = {
-        rule.id: {"all": [{"m": compile_condition(rule.when)}], "run": rule.id} for rule in ruleset.rules
+        rule.id: {"all": [{"m": compiler.condition(rule.when)}], "run": rule.id} for rule in ruleset.rules
     }
     definition[SENTINEL] = {"all": [{"m": {SENTINEL: 1}}], "run": SENTINEL}
-    return definition
+    return definition, compiler.refs
+
+
+def ref_differences(
+    refs: list[tuple[str, FactTest]], facts: Mapping[str, Scalar], settings: Mapping[str, Scalar]
+) -> dict[str, Scalar]:
+    """`fact - ref` for each ref test whose operands are both present."""
+    out: dict[str, Scalar] = {}
+    for name, test in refs:
+        x = facts.get(test.fact)
+        if x is None or isinstance(x, (bool, str)):
+            continue
+        ref = test.ref
+        if isinstance(ref, ScaledFact):
+            y = facts.get(ref.fact)
+            if y is None or isinstance(y, (bool, str)):
+                continue
+            out[name] = x - y * ref.times
+        elif isinstance(ref, SettingValue):
+            out[name] = x - float(settings[ref.setting])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,7 +294,8 @@ class DurableEvaluator:
     def __init__(self, ruleset: LoadedRuleSet) -> None:
         self.ruleset = ruleset
         self._name = ruleset.engine_name
-        self._fields = fact_fields(tuple(CATALOGUES[ruleset.file.subject]))
+        definition, self._refs = compile_ruleset(ruleset)
+        self._fields = fact_fields(tuple(CATALOGUES[ruleset.file.subject]) + tuple(name for name, _ in self._refs))
         self._settings_json: dict[tuple[tuple[str, Scalar], ...], str] = {}
         self._known_actions = frozenset(rule.id for rule in ruleset.rules) | {SENTINEL}
         self._max_actions = 4 * len(self._known_actions)
@@ -249,7 +303,7 @@ class DurableEvaluator:
             host = _host()
             if self._name not in host._ruleset_directory:
                 try:
-                    host.set_rulesets({self._name: compile_ruleset(ruleset)})
+                    host.set_rulesets({self._name: definition})
                 except Exception as exc:
                     raise RuleFileError(ruleset.path, f"durable_rules refused the compiled rule set: {exc}") from exc
             self._rules = host.get_ruleset(self._name)
@@ -261,6 +315,8 @@ class DurableEvaluator:
         settings_json = self._settings_json.get(key)
         if settings_json is None:
             settings_json = self._settings_json.setdefault(key, encode_settings(settings))
+        if self._refs:
+            facts = {**facts, **ref_differences(self._refs, facts, settings)}
         payload = encode_fact(sid, facts, settings_json, self._fields)
         rules = self._rules
         handle = rules._handle

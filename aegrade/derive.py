@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from aegrade.models import Assessment, CrsSection, NeuroSection, Patient, Vitals
+from aegrade.facts import CHECKBOXES, THROMBOSIS_FACTS
+from aegrade.models import Assessment, CrsSection, NeuroSection, Patient, ThrombosisSection, Vitals
+from aegrade.reference import compile_condition
 from aegrade.rulefile import HypotensionFromVitals, LoadedRuleSet, SbpFormula, Scalar
 
 __all__ = [
@@ -27,7 +29,9 @@ __all__ = [
     "encephalopathy_tool",
     "fahrenheit_to_celsius",
     "hypotension_from_vitals",
+    "blinatumomab_facts",
     "icans_facts",
+    "thrombosis_facts",
 ]
 
 DAYS_PER_YEAR = 365.25
@@ -244,4 +248,132 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
     if neuro.icp_signs is not None:
         facts["icp_sign_count"] = len(neuro.icp_signs)
         out.context["icp_signs"] = sorted(neuro.icp_signs)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Asparaginase and thrombosis
+# ----------------------------------------------------------------------------------------------
+
+
+def _apply_derived_booleans(out: DerivedFacts, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> None:
+    for derived in ruleset.file.derivations.booleans:
+        out.facts[derived.fact] = compile_condition(derived.when)(out.facts, settings)
+
+
+def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:
+    """The facts of the thrombosis flag rule set. Call only when the thrombosis section was sent."""
+    section = assessment.thrombosis or ThrombosisSection()
+    out = DerivedFacts(facts={"age_years": assessment.patient.age_years})
+    facts = out.facts
+    for name in ThrombosisSection.model_fields:
+        if name not in THROMBOSIS_FACTS:
+            continue
+        value = getattr(section, name)
+        if name in CHECKBOXES:
+            facts[name] = bool(value)
+        elif value is not None:
+            facts[name] = value
+    if assessment.blinatumomab is not None:
+        facts["on_blinatumomab"] = True
+    traits = section.thrombophilia_traits
+    if traits is not None:
+        facts["thrombophilia_count"] = len(traits)
+        out.context["thrombophilia_traits"] = sorted(traits)
+
+    exposure = ruleset.file.derivations.asparaginase_exposure
+    if exposure is not None:
+        product, days = section.asparaginase_product, section.days_since_last_asparaginase
+        if product is None:
+            facts["asp_active"] = False
+            out.context["exposure_window"] = "no asparaginase product reported: not exposed"
+        else:
+            if product == "pegaspargase":
+                window: float | None = float(settings[exposure.pegaspargase_window_setting])
+                source = f"setting {exposure.pegaspargase_window_setting} (LOCAL)"
+            else:
+                window = section.asp_window_days_local
+                source = "asp_window_days_local in the request (LOCAL)"
+            if window is None or days is None:
+                why = "no exposure window for this product" if window is None else "days since the last dose not reported"
+                out.notes.append(f"asparaginase exposure cannot be known ({why}): flags that need it do not fire.")
+            else:
+                facts["asp_active"] = days <= window
+                out.context["exposure_window"] = f"{product}: {days:g} of {window:g} days, {source}"
+
+    _apply_derived_booleans(out, ruleset, settings)
+
+    mitchell = ruleset.file.derivations.mitchell2008
+    if mitchell is not None and all(k in facts for k in ("asp_active", "steroid", "cvc_present", "thrombophilia_count")):
+        points = {
+            "asparaginase_with_steroid": mitchell.asparaginase_with_steroid
+            if facts["asp_active"] and facts["steroid"] in mitchell.steroids
+            else 0,
+            "cvc": mitchell.cvc if facts["cvc_present"] else 0,
+            "thrombophilia": mitchell.two_or_more_traits
+            if int(facts["thrombophilia_count"]) >= 2
+            else mitchell.one_trait_or_family_history
+            if facts["thrombophilia_count"] == 1 or section.family_history_vte
+            else 0,
+        }
+        facts["mitchell2008_score"] = sum(points.values())
+        out.context["mitchell2008_points"] = points
+
+    reference = ruleset.file.derivations.enoxaparin_reference
+    if reference is not None:
+        months = assessment.patient.age_years * 12
+        dose = reference.below_mg_per_kg if months < reference.below_age_months else reference.from_mg_per_kg
+        facts["enoxaparin_reference_mg_per_kg"] = dose
+        if section.enoxaparin_dose_mg_per_kg is not None:
+            facts["enoxaparin_dose_deviation_mg_per_kg"] = abs(section.enoxaparin_dose_mg_per_kg - dose)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Blinatumomab
+# ----------------------------------------------------------------------------------------------
+
+
+def blinatumomab_facts(
+    assessment: Assessment,
+    ruleset: LoadedRuleSet,
+    settings: Mapping[str, Scalar],
+    *,
+    crs_grade: int | None,
+    icans_grade: int | None,
+) -> DerivedFacts:
+    """The facts of the blinatumomab action rule set, with the grades of this same assessment."""
+    section = assessment.blinatumomab
+    out = DerivedFacts(facts={"age_years": assessment.patient.age_years})
+    facts = out.facts
+    if crs_grade is not None:
+        facts["crs_grade"] = crs_grade
+    if icans_grade is not None:
+        facts["icans_grade"] = icans_grade
+    dosing = ruleset.file.derivations.blinatumomab_dosing
+    if dosing is None:
+        raise ValueError(f"{ruleset.label} declares no blinatumomab_dosing derivation")
+    weight = assessment.patient.weight_kg
+    dose = section.dose if section is not None else None
+    if weight is not None:
+        band = "fixed" if weight >= dosing.fixed_dosing_from_weight_kg else "bsa"
+        reason = f"weight {weight:g} kg {'>=' if band == 'fixed' else '<'} {dosing.fixed_dosing_from_weight_kg:g} kg"
+    elif dose is not None:
+        band = "bsa" if dose.unit == "mcg/m2/day" else "fixed"
+        reason = f"weight not reported; dose unit {dose.unit}"
+    else:
+        band, reason = "unknown", "weight and dose not reported"
+    facts["weight_band"] = band
+    out.context["weight_band_reason"] = reason
+    if dose is not None:
+        facts["dose_value"] = dose.value
+        facts["dose_unit"] = dose.unit
+        if dose.unit in dosing.low_step:
+            facts["dose_at_low_step"] = dose.value == dosing.low_step[dose.unit]
+        out.context["dose"] = f"{dose.value:g} {dose.unit}"
+    if section is not None:
+        if section.seizures_this_course is not None:
+            facts["seizures_this_course"] = section.seizures_this_course
+        if section.days_to_resolution is not None:
+            facts["days_to_resolution"] = section.days_to_resolution
     return out

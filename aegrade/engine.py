@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from aegrade._durable import DurableEvaluator
-from aegrade.derive import DerivedFacts, crs_facts, encephalopathy_tool, icans_facts
+from aegrade.derive import (
+    DerivedFacts,
+    blinatumomab_facts,
+    crs_facts,
+    encephalopathy_tool,
+    icans_facts,
+    thrombosis_facts,
+)
 from aegrade.errors import EvaluatorDisagreement, InvalidAssessment, RuleSelfTestFailed, SettingsError
 from aegrade.facts import Subject
-from aegrade.grading import Outcome, grade
-from aegrade.models import Assessment, AssessmentResult, CrsResult, IcansResult, RulesetRef
+from aegrade.grading import Outcome, collect, grade
+from aegrade.models import Action, Assessment, AssessmentResult, CrsResult, Flag, IcansResult, RulesetRef
 from aegrade.reference import ReferenceEvaluator
 from aegrade.rulefile import LoadedRuleSet, RuleTestCase, Scalar, load_rulesets
 from aegrade.validation import contradictions, parse_assessment
@@ -36,7 +43,9 @@ logger = logging.getLogger("aegrade.engine")
 _DERIVE: dict[Subject, Callable[[Assessment, LoadedRuleSet, Mapping[str, Scalar]], DerivedFacts]] = {
     "crs": crs_facts,
     "icans": icans_facts,
+    "thrombosis": thrombosis_facts,
 }
+SUBJECTS: tuple[Subject, ...] = ("crs", "icans", "thrombosis", "blinatumomab")
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class Engine:
                 durable=DurableEvaluator(rs),
                 settings=rs.resolve_settings(settings.get(rs.id, {})),
             )
-        for subject in ("crs", "icans"):
+        for subject in SUBJECTS:
             if subject not in self._runners:
                 raise SettingsError(f"no active rule set for {subject} in {rules_dir or 'rules/'}")
         if self_test:
@@ -121,11 +130,30 @@ class Engine:
             used.append(runner)
             derived, outcome = self._run(runner, parsed, runner.settings)
             icans = _icans_result(runner, derived, outcome)
+        flags: list[Flag] = []
+        if parsed.thrombosis is not None:
+            runner = self._runners["thrombosis"]
+            used.append(runner)
+            flags = self._collect(runner, thrombosis_facts(parsed, runner.ruleset, runner.settings), runner.settings)  # type: ignore[assignment]
+        actions: list[Action] = []
+        if parsed.blinatumomab is not None:
+            runner = self._runners["blinatumomab"]
+            used.append(runner)
+            derived = blinatumomab_facts(
+                parsed,
+                runner.ruleset,
+                runner.settings,
+                crs_grade=crs.grade if crs else None,
+                icans_grade=icans.grade if icans else None,
+            )
+            actions = self._collect(runner, derived, runner.settings)  # type: ignore[assignment]
         return AssessmentResult(
             id=uuid.uuid4().hex,
             evaluated_at=datetime.now(timezone.utc),
             crs=crs,
             icans=icans,
+            flags=flags,
+            actions=actions,
             rulesets=[r.ref for r in used],
         )
 
@@ -151,6 +179,13 @@ class Engine:
         self, runner: _Runner, assessment: Assessment, settings: Mapping[str, Scalar]
     ) -> tuple[DerivedFacts, Outcome]:
         derived = _DERIVE[runner.ruleset.file.subject](assessment, runner.ruleset, settings)
+        return derived, grade(runner.reference, self._fire(runner, derived, settings), derived, settings)
+
+    def _collect(self, runner: _Runner, derived: DerivedFacts, settings: Mapping[str, Scalar]) -> list[Flag] | list[Action]:
+        return collect(runner.reference, self._fire(runner, derived, settings), derived, settings)
+
+    def _fire(self, runner: _Runner, derived: DerivedFacts, settings: Mapping[str, Scalar]) -> frozenset[str]:
+        """The rules that fire, by both evaluators; EvaluatorDisagreement when they differ."""
         by_durable = runner.durable.fired(derived.facts, settings)
         by_reference = runner.reference.fired(derived.facts, settings)
         if by_durable != by_reference:
@@ -161,7 +196,7 @@ class Engine:
                 sorted(by_reference - by_durable),
             )
             raise EvaluatorDisagreement(runner.ruleset.label, durable=by_durable, reference=by_reference)
-        return derived, grade(runner.reference, by_reference, derived, settings)
+        return by_reference
 
     # -- self test ------------------------------------------------------------------------------
 
@@ -180,10 +215,28 @@ class Engine:
     def _run_case(self, runner: _Runner, case: RuleTestCase) -> set[str]:
         rs = runner.ruleset
         where = f"test {case.id}"
+        subject = rs.file.subject
         try:
             settings = rs.resolve_settings(case.settings)  # a case is written against the file's defaults
-            parsed = self.validate(case.request, icans_settings=settings if rs.file.subject == "icans" else None)
+            parsed = self.validate(case.request, icans_settings=settings if subject == "icans" else None)
+            if rs.file.combination.policy == "collect":
+                if subject == "blinatumomab":
+                    graded = self.assess({**case.request, "blinatumomab": None})  # the grades of the same snapshot
+                    derived = blinatumomab_facts(
+                        parsed, rs, settings,
+                        crs_grade=graded.crs.grade if graded.crs else None,
+                        icans_grade=graded.icans.grade if graded.icans else None,
+                    )
+                else:
+                    derived = _DERIVE[subject](parsed, rs, settings)
+                fired = self._fire(runner, derived, settings)
+                emitted = sorted({r.emits for r in rs.rules if r.id in fired and r.emits})
+                if case.expect.emits is not None and emitted != sorted(set(case.expect.emits)):
+                    raise RuleSelfTestFailed(rs.path, f"expected {sorted(set(case.expect.emits))}, got {emitted}", rule=where)
+                return set(fired)
             derived, outcome = self._run(runner, parsed, settings)
+        except RuleSelfTestFailed:
+            raise
         except Exception as exc:
             raise RuleSelfTestFailed(rs.path, f"raised {type(exc).__name__}: {exc}", rule=where) from exc
         expect = case.expect

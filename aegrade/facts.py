@@ -14,10 +14,10 @@ from typing import Literal
 
 from aegrade import models
 
-__all__ = ["CATALOGUES", "FactSpec", "FactType", "Subject"]
+__all__ = ["CATALOGUES", "CHECKBOXES", "FactSpec", "FactType", "Subject"]
 
 FactType = Literal["number", "integer", "boolean", "enum"]
-Subject = Literal["crs", "icans"]
+Subject = Literal["crs", "icans", "thrombosis", "blinatumomab"]
 
 
 @dataclass(frozen=True)
@@ -72,4 +72,61 @@ ICANS_FACTS: dict[str, FactSpec] = {
     "death_attributed": FactSpec("boolean", "a clinician attributes death to ICANS", always_present=True),
 }
 
-CATALOGUES: dict[Subject, dict[str, FactSpec]] = {"crs": CRS_FACTS, "icans": ICANS_FACTS}
+CHECKBOXES: frozenset[str] = frozenset(
+    {
+        "headache", "vomiting", "visual_disturbance", "seizure", "focal_deficit", "altered_consciousness",
+        "papilledema", "abdominal_pain", "urticaria", "rash", "local_reaction", "bronchospasm", "hypotension",
+        "angioedema",
+    }
+)
+"""Symptoms and reaction features of the thrombosis section: checkboxes, so left out means absent."""
+
+
+def _thrombosis_inputs() -> dict[str, FactSpec]:
+    facts: dict[str, FactSpec] = {}
+    for name, field in models.ThrombosisSection.model_fields.items():
+        annotation = field.annotation
+        args = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
+        kind = args[0] if args else annotation
+        meaning = field.description or name.replace("_", " ")
+        if kind is bool:
+            facts[name] = FactSpec("boolean", meaning, always_present=name in CHECKBOXES)
+        elif kind is float:
+            facts[name] = FactSpec("number", meaning)
+        elif getattr(kind, "__origin__", None) is Literal:
+            facts[name] = FactSpec("enum", meaning, tuple(getattr(kind, "__args__", ())))
+    return facts
+
+
+THROMBOSIS_FACTS: dict[str, FactSpec] = {
+    **_thrombosis_inputs(),
+    "on_blinatumomab": FactSpec("boolean", "on blinatumomab (as sent, or implied by the blinatumomab section)"),
+    "age_years": FactSpec("number", "age in years", always_present=True),
+    "asp_active": FactSpec("boolean", "within the asparaginase exposure window (absent when it cannot be known)"),
+    "neuro_red": FactSpec("boolean", "seizure, focal deficit, altered consciousness or papilledema", always_present=True),
+    "neuro_soft": FactSpec("boolean", "headache, vomiting or visual disturbance", always_present=True),
+    "on_tx_lmwh": FactSpec("boolean", "LMWH at treatment intent", always_present=True),
+    "thrombophilia_count": FactSpec("integer", "number of inherited thrombophilia traits"),
+    "mitchell2008_score": FactSpec("integer", "Mitchell/BFM 2008 risk score (weights from the rule file)"),
+    "enoxaparin_reference_mg_per_kg": FactSpec("number", "reference initial treatment dose for age, mg/kg q12h"),
+    "enoxaparin_dose_deviation_mg_per_kg": FactSpec("number", "|dose - reference dose|, mg/kg"),
+}
+
+BLINATUMOMAB_FACTS: dict[str, FactSpec] = {
+    "age_years": FactSpec("number", "age in years", always_present=True),
+    "crs_grade": FactSpec("integer", "ASTCT CRS grade of this assessment (absent when not graded)"),
+    "icans_grade": FactSpec("integer", "ASTCT ICANS grade of this assessment (absent when not graded)"),
+    "weight_band": FactSpec("enum", "dosing band", ("fixed", "bsa", "unknown"), always_present=True),
+    "dose_value": FactSpec("number", "current dose, in dose_unit"),
+    "dose_unit": FactSpec("enum", "unit of the current dose", ("mcg/day", "mcg/m2/day")),
+    "dose_at_low_step": FactSpec("boolean", "the current dose is the low step (9 mcg/day or 5 mcg/m2/day)"),
+    "seizures_this_course": FactSpec("integer", "seizures in this course"),
+    "days_to_resolution": FactSpec("number", "days the last grade >= 3 toxicity took to resolve"),
+}
+
+CATALOGUES: dict[Subject, dict[str, FactSpec]] = {
+    "crs": CRS_FACTS,
+    "icans": ICANS_FACTS,
+    "thrombosis": THROMBOSIS_FACTS,
+    "blinatumomab": BLINATUMOMAB_FACTS,
+}

@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aegrade.derive import DerivedFacts
-from aegrade.models import Driver, GradeStatus, Interpretation
+from aegrade.models import Action, Driver, Flag, GradeStatus, Interpretation
 from aegrade.reference import ReferenceEvaluator
 from aegrade.rulefile import LoadedRuleSet, Rule, RuleInputs, Scalar
 
-__all__ = ["Outcome", "grade"]
+__all__ = ["Outcome", "collect", "grade"]
+
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def grade(
         fallback = by_kind["fallback"][0]
         drivers, result_grade, status = [fallback], fallback.grade, fallback.status or "graded"
     else:
-        drivers, result_grade, status = [], combination.default_grade, combination.default_status
+        drivers, result_grade, status = [], combination.default_grade, combination.default_status or "graded"
 
     driver_ids = {r.id for r in drivers}
     inputs = ruleset.rule_inputs
@@ -138,4 +140,48 @@ def _driver(
         citation=rule.citation,
         evidence_level=rule.evidence_level,
         evidence=evidence,
+    )
+
+
+def collect(
+    reference: ReferenceEvaluator, fired_ids: frozenset[str], derived: DerivedFacts, settings: Mapping[str, Scalar]
+) -> list[Flag] | list[Action]:
+    """Every fired rule of a "collect" rule set as its flag (most severe first) or action.
+
+    Each names the settings its condition used: they are local choices that decided it.
+    """
+    ruleset = reference.ruleset
+    inputs = ruleset.rule_inputs
+    fired = [rule for rule in ruleset.rules if rule.id in fired_ids]
+    drug = ruleset.file.drug
+    flags: list[Flag] = []
+    actions: list[Action] = []
+    for rule in fired:
+        explained = _driver(rule, inputs[rule.id], True, derived.facts, derived.context, settings)
+        setting_ids = list(dict.fromkeys([*inputs[rule.id][2], *([rule.interpretation] if rule.interpretation else [])]))
+        interpretations = [_local_setting(ruleset, sid, settings) for sid in setting_ids]
+        common = {
+            "id": rule.emits,
+            "rule": rule.id,
+            "citation": rule.citation,
+            "evidence_level": rule.evidence_level,
+            "evidence": explained.evidence,
+            "interpretations": interpretations,
+        }
+        if drug is None:
+            flags.append(Flag(severity=rule.severity, message=rule.message, **common))
+        else:
+            actions.append(Action(drug=drug, text=rule.message, **common))
+    if drug is None:
+        return sorted(flags, key=lambda f: SEVERITY_ORDER[f.severity])
+    return actions
+
+
+def _local_setting(ruleset: LoadedRuleSet, setting_id: str, settings: Mapping[str, Scalar]) -> Interpretation:
+    setting = ruleset.setting(setting_id)
+    value = settings[setting_id]
+    return Interpretation(
+        setting=f"{ruleset.id}.{setting_id}",
+        value=value,
+        text=f"A local setting decided this ({setting.evidence_level}): {setting_id} = {value!r}. {setting.decision}",
     )

@@ -16,14 +16,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "Action",
     "Assessment",
     "AssessmentResult",
+    "BlinatumomabSection",
     "CapdItems",
     "Consciousness",
     "CrsResult",
     "CrsSection",
     "DomainResult",
     "Driver",
+    "Flag",
     "IcansResult",
     "IceItems",
     "IcpSign",
@@ -33,6 +36,7 @@ __all__ = [
     "OxygenDevice",
     "Patient",
     "RulesetRef",
+    "ThrombosisSection",
     "Vasopressor",
     "Vitals",
 ]
@@ -87,6 +91,7 @@ Points4 = Annotated[int, Field(ge=0, le=4), _Whole]
 IceTotal = Annotated[int, Field(ge=0, le=10), _Whole]
 CapdTotal = Annotated[int, Field(ge=0, le=32), _Whole]
 CapdItem = Points4
+WholeCount = Annotated[int, Field(ge=0, le=1000), _Whole]
 CapdItems = Annotated[
     list[CapdItem],
     Field(
@@ -204,6 +209,112 @@ class NeuroSection(_Strict):
     death_attributed: bool = Field(default=False, description="A clinician attributes death to ICANS.")
 
 
+AsparaginaseProduct = Literal["pegaspargase", "calaspargase", "erwinia", "native_ecoli"]
+Steroid = Literal["dexamethasone", "prednisone", "none"]
+ThrombophiliaTrait = Literal["FVL", "PT20210A", "PROTEIN_C_DEF", "PROTEIN_S_DEF", "AT_DEF", "LPA_HIGH", "MTHFR_TT"]
+ThrombosisSite = Literal["CSVT", "DVT", "CVC", "PE", "arterial"]
+
+_Flag = Field(default=None)
+
+
+def _measure(low: float, high: float, meaning: str, *, exclusive_low: bool = False) -> Any:
+    if exclusive_low:
+        return Field(default=None, gt=low, le=high, description=meaning)
+    return Field(default=None, ge=low, le=high, description=meaning)
+
+
+class ThrombosisSection(_Strict):
+    """Asparaginase and thrombosis inputs (asparaginase-thrombosis-research.md §7), units in the names.
+
+    Age comes from patient.age_years. A symptom or reaction feature left out is taken as absent (it is
+    a checkbox); every other input left out is not reported, and a flag that needs it does not fire.
+    """
+
+    on_all_therapy: bool | None = Field(default=None, description="In any phase of ALL therapy.")
+    asparaginase_product: AsparaginaseProduct | None = None
+    days_since_last_asparaginase: float | None = _measure(0, 3650, "Days since the last asparaginase dose.")
+    asp_window_days_local: float | None = _measure(
+        0, 365, "Exposure window in days for non-pegaspargase products (LOCAL; no source).", exclusive_low=True
+    )
+    asparaginase_dose_planned_within_72h: bool | None = None
+    steroid: Steroid | None = Field(default=None, description="Current corticosteroid; prednisolone is prednisone.")
+    on_blinatumomab: bool | None = Field(default=None, description="Implied true when the blinatumomab section is sent.")
+    cvc_present: bool | None = None
+    immunophenotype: Literal["B", "T"] | None = None
+    mediastinal_mass_at_dx: bool | None = None
+    bmi_percentile: float | None = _measure(0, 100, "BMI percentile for age and sex.")
+    abo_group: Literal["O", "A", "B", "AB"] | None = None
+    thrombophilia_traits: list[ThrombophiliaTrait] | None = Field(default=None, json_schema_extra={"uniqueItems": True})
+    family_history_vte: bool | None = None
+    prior_vte: bool | None = None
+    prior_asp_associated_vte: bool | None = None
+    fibrinogen_g_L: float | None = _measure(0, 20, "Fibrinogen, g/L (mg/dL / 100).")
+    fibrinogen_lln_g_L: float | None = _measure(0, 20, "Lower limit of normal for fibrinogen, g/L.", exclusive_low=True)
+    antithrombin_pct: float | None = _measure(0, 300, "Antithrombin activity, %.")
+    d_dimer_mg_L_FEU: float | None = _measure(0, 1000, "D-dimer, mg/L FEU (= ug/mL FEU).")
+    platelets_10e9_L: float | None = _measure(0, 5000, "Platelets, x10^9/L.")
+    aptt_s: float | None = _measure(0, 600, "aPTT, seconds.")
+    aptt_uln_s: float | None = _measure(0, 600, "Upper limit of normal for aPTT, seconds.", exclusive_low=True)
+    inr: float | None = _measure(0, 50, "INR.")
+    alt_U_L: float | None = _measure(0, 100000, "ALT, U/L.")
+    alt_uln_U_L: float | None = _measure(0, 10000, "Upper limit of normal for ALT, U/L.", exclusive_low=True)
+    alt_baseline_abnormal: bool | None = None
+    bilirubin_umol_L: float | None = _measure(0, 2000, "Total bilirubin, umol/L.")
+    bilirubin_uln_umol_L: float | None = _measure(0, 2000, "Upper limit of normal for bilirubin, umol/L.", exclusive_low=True)
+    bilirubin_baseline_abnormal: bool | None = None
+    triglycerides_mmol_L: float | None = _measure(0, 200, "Triglycerides, mmol/L (mg/dL / 88.5).")
+    lipase_U_L: float | None = _measure(0, 100000, "Lipase, U/L.")
+    lipase_uln_U_L: float | None = _measure(0, 10000, "Upper limit of normal for lipase, U/L.", exclusive_low=True)
+    amylase_U_L: float | None = _measure(0, 100000, "Amylase, U/L.")
+    amylase_uln_U_L: float | None = _measure(0, 10000, "Upper limit of normal for amylase, U/L.", exclusive_low=True)
+    asparaginase_activity_IU_mL: float | None = _measure(0, 100, "Serum asparaginase activity, IU/mL.")
+    asp_activity_sample_is_protocol_trough: bool | None = None
+    teg_hypocoagulable: bool | None = None
+    headache: bool | None = _Flag
+    vomiting: bool | None = _Flag
+    visual_disturbance: bool | None = _Flag
+    seizure: bool | None = _Flag
+    focal_deficit: bool | None = _Flag
+    altered_consciousness: bool | None = _Flag
+    papilledema: bool | None = _Flag
+    abdominal_pain: bool | None = _Flag
+    pancreatic_imaging_positive: bool | None = None
+    reaction_temporally_related_to_asparaginase: bool | None = None
+    urticaria: bool | None = _Flag
+    rash: bool | None = _Flag
+    local_reaction: bool | None = _Flag
+    bronchospasm: bool | None = _Flag
+    hypotension: bool | None = Field(default=None, description="Hypotension with a hypersensitivity reaction.")
+    angioedema: bool | None = _Flag
+    confirmed_thrombosis_site: ThrombosisSite | None = Field(default=None, description="Imaging-confirmed.")
+    ich_present: bool | None = None
+    imaging_clot_stable_or_improved: bool | None = None
+    lmwh_agent: Literal["enoxaparin", "other"] | None = Field(default=None, description="Left out: none documented.")
+    lmwh_intent: Literal["treatment", "prophylaxis"] | None = None
+    enoxaparin_dose_mg_per_kg: float | None = _measure(0, 20, "Enoxaparin dose, mg/kg.", exclusive_low=True)
+    enoxaparin_interval_h: float | None = _measure(0, 72, "Enoxaparin dosing interval, hours.", exclusive_low=True)
+    enoxaparin_is_initial_dose: bool | None = None
+    anti_xa_U_mL: float | None = _measure(0, 10, "Anti-Xa activity, U/mL.")
+    anti_xa_hours_post_dose: float | None = _measure(0, 168, "Hours from the LMWH dose to the anti-Xa sample.")
+    crcl_mL_min_1_73m2: float | None = _measure(0, 300, "Creatinine clearance, mL/min/1.73 m2.")
+    lp_planned_within_24h: bool | None = None
+
+
+class BlinatumomabDose(_Strict):
+    value: float = Field(gt=0, le=100, description="Dose, in the unit given.")
+    unit: Literal["mcg/day", "mcg/m2/day"]
+
+
+class BlinatumomabSection(_Strict):
+    """The patient is on blinatumomab now."""
+
+    dose: BlinatumomabDose | None = None
+    seizures_this_course: WholeCount | None = Field(default=None, description="Seizures in this course so far.")
+    days_to_resolution: float | None = Field(
+        default=None, ge=0, le=365, description="Days the last grade >= 3 toxicity took to resolve, if known."
+    )
+
+
 class Assessment(_Strict):
     """One snapshot of one patient. A section left out is "not reported", not "normal"."""
 
@@ -211,6 +322,8 @@ class Assessment(_Strict):
     vitals: Vitals | None = None
     crs: CrsSection | None = None
     neuro: NeuroSection | None = None
+    thrombosis: ThrombosisSection | None = None
+    blinatumomab: BlinatumomabSection | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,11 +388,40 @@ class IcansResult(DomainResult):
     tool: Literal["ICE", "CAPD"] | None
 
 
+Severity = Literal["info", "warning", "critical"]
+
+
+class Flag(_Out):
+    """A thrombosis or asparaginase risk flag (asparaginase-thrombosis-research.md §8)."""
+
+    id: str
+    rule: str = Field(description="The rule that emitted it.")
+    severity: Severity
+    message: str
+    citation: str
+    evidence_level: EvidenceLevel
+    evidence: dict[str, Any] = Field(description="The values that fired the flag.")
+    interpretations: list[Interpretation] = Field(default_factory=list, description="Local settings that decided it.")
+
+
+class Action(_Out):
+    """A label-based action (blinatumomab-actions.md): it restates the label, it never orders."""
+
+    id: str
+    rule: str = Field(description="The rule that emitted it.")
+    drug: str
+    text: str
+    citation: str
+    evidence_level: EvidenceLevel
+    evidence: dict[str, Any]
+    interpretations: list[Interpretation] = Field(default_factory=list)
+
+
 class AssessmentResult(_Out):
     id: str
     evaluated_at: datetime
     crs: CrsResult | None = None
     icans: IcansResult | None = None
-    flags: list[dict[str, Any]] = Field(default_factory=list)
-    actions: list[dict[str, Any]] = Field(default_factory=list)
+    flags: list[Flag] = Field(default_factory=list, description="Most severe first.")
+    actions: list[Action] = Field(default_factory=list)
     rulesets: list[RulesetRef]

@@ -6,7 +6,8 @@ compares the two sets of fired rules. Conditions are turned into closures once, 
 Semantics (durable_rules is compiled to match them, see `aegrade._durable`):
 - a test of a fact that is absent (not reported) is false, except `absent`;
 - `not` negates its whole subtree;
-- settings are always present.
+- settings are always present;
+- a test with a `ref` compares the fact with another fact times a constant, or with a setting.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aegrade.rulefile import AllOf, AnyOf, Condition, FactTest, LoadedRuleSet, NotOf, Scalar, SettingTest
+from aegrade.rulefile import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FactTest,
+    LoadedRuleSet,
+    NotOf,
+    Scalar,
+    ScaledFact,
+    SettingTest,
+    SettingValue,
+)
 
 __all__ = ["Predicate", "ReferenceEvaluator", "compile_condition"]
 
@@ -80,6 +92,22 @@ def _compile_fact_test(test: FactTest) -> Predicate:
     if test.op == "absent":
         return lambda f, s: name not in f
     compare = _COMPARE[test.op]
+    if isinstance(test.ref, ScaledFact):
+        other, times = test.ref.fact, test.ref.times
+
+        def against_fact(f: Facts, s: Settings) -> bool:
+            x, y = f.get(name, _MISSING), f.get(other, _MISSING)
+            return x is not _MISSING and y is not _MISSING and compare(x, y * times)
+
+        return against_fact
+    if isinstance(test.ref, SettingValue):
+        setting = test.ref.setting
+
+        def against_setting(f: Facts, s: Settings) -> bool:
+            x = f.get(name, _MISSING)
+            return x is not _MISSING and compare(x, s[setting])
+
+        return against_setting
     value = _hashable(test.value)
 
     def predicate(f: Facts, s: Settings) -> bool:

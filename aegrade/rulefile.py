@@ -40,6 +40,8 @@ __all__ = [
     "NotOf",
     "NumberSetting",
     "Rule",
+    "ScaledFact",
+    "SettingValue",
     "RuleInputs",
     "RuleSetFile",
     "SettingTest",
@@ -61,15 +63,32 @@ class _RuleModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 
 
-class FactTest(_RuleModel):
-    """A test of one fact: `{fact: temperature_c, op: gte, value: 38.0}`.
+class ScaledFact(_RuleModel):
+    """Another fact, times a constant: `{fact: fibrinogen_lln_g_L, times: 0.5}`."""
 
-    A fact that was not reported fails every test except `absent`.
+    fact: str
+    times: float = 1.0
+
+
+class SettingValue(_RuleModel):
+    """The value of a number setting: `{setting: at_low_pct}`."""
+
+    setting: str
+
+
+class FactTest(_RuleModel):
+    """A test of one fact against a constant `value`, or against `ref` (another fact, scaled, or a
+    setting): `{fact: temperature_c, op: gte, value: 38.0}`, `{fact: fibrinogen_g_L, op: lt,
+    ref: {fact: fibrinogen_lln_g_L, times: 0.5}}`.
+
+    A fact that was not reported fails every test except `absent`; so does a test whose `ref` fact
+    was not reported.
     """
 
     fact: str
     op: FactOp
     value: Scalar | list[Scalar] | None = None
+    ref: ScaledFact | SettingValue | None = None
 
 
 class SettingTest(_RuleModel):
@@ -160,6 +179,11 @@ class Rule(_RuleModel):
     )
     show: list[str] = Field(default_factory=list, description="Context values shown in the evidence.")
     note: str | None = Field(default=None, description="Said in the explanation whenever this rule fires.")
+    emits: str | None = Field(
+        default=None, pattern=r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$", description="Flag or action id (collect policy)."
+    )
+    severity: Literal["info", "warning", "critical"] | None = Field(default=None, description="Of a flag.")
+    message: str | None = Field(default=None, description="The flag's message, or the action's text.")
 
 
 class Domain(_RuleModel):
@@ -171,18 +195,20 @@ class Domain(_RuleModel):
 class Combination(_RuleModel):
     """How fired rules make one result.
 
-    Precedence, highest first: `override` rules (the worst of them); then the first `gate` rule
-    that fired (its status and grade); then `grade` rules under the policy ("worst_domain": the
+    "worst_domain" (grading rule sets). Precedence, highest first: `override` rules (the worst of
+    them); then the first `gate` rule that fired (its status and grade); then `grade` rules (the
     highest grade of any domain, every rule at that grade driving); then, only when no grade rule
     gave a grade of 1 or more, the first `fallback` rule; then the default.
+
+    "collect" (flag and action rule sets): every rule that fires emits its flag or action.
     """
 
-    policy: Literal["worst_domain"]
+    policy: Literal["worst_domain", "collect"]
     statement: str
     citation: str
     evidence_level: EvidenceLevel
-    default_grade: int | None = Field(ge=0, le=5)
-    default_status: GradeStatus
+    default_grade: int | None = Field(default=None, ge=0, le=5)
+    default_status: GradeStatus | None = None
 
 
 class SbpFormula(_RuleModel):
@@ -229,15 +255,74 @@ class EncephalopathyTool(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class AsparaginaseExposure(_RuleModel):
+    """`asp_active`: a product is given and the last dose is within the window: the pegaspargase
+    window is a number setting; other products need `asp_window_days_local` in the request."""
+
+    pegaspargase_window_setting: str
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class Mitchell2008(_RuleModel):
+    """Points of the Mitchell/BFM 2008 score (abstract weights)."""
+
+    asparaginase_with_steroid: int
+    steroids: list[str]
+    cvc: int
+    one_trait_or_family_history: int
+    two_or_more_traits: int
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class EnoxaparinReference(_RuleModel):
+    """Reference initial treatment dose of enoxaparin q12h by age."""
+
+    below_age_months: float
+    below_mg_per_kg: float
+    from_mg_per_kg: float
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class BlinatumomabDosing(_RuleModel):
+    """Weight band (fixed dosing from the weight; otherwise BSA) and the low-step dose per unit."""
+
+    fixed_dosing_from_weight_kg: float
+    low_step: dict[str, float]
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class DerivedBoolean(_RuleModel):
+    """A boolean fact defined by a condition on the input facts (e.g. neuro_red)."""
+
+    fact: str
+    when: Condition
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
 class Derivations(_RuleModel):
+    booleans: list[DerivedBoolean] = Field(default_factory=list, description="Evaluated in order, before the rules.")
     hypotension_from_vitals: HypotensionFromVitals | None = None
     encephalopathy_tool: EncephalopathyTool | None = None
+    asparaginase_exposure: AsparaginaseExposure | None = None
+    mitchell2008: Mitchell2008 | None = None
+    enoxaparin_reference: EnoxaparinReference | None = None
+    blinatumomab_dosing: BlinatumomabDosing | None = None
 
 
 class Expectation(_RuleModel):
-    grade: int | None = Field(ge=0, le=5)
-    status: GradeStatus
+    """A grading case sets grade and status (and may set drivers); a collect case sets emits."""
+
+    grade: int | None = Field(default=None, ge=0, le=5)
+    status: GradeStatus | None = None
     drivers: list[str] | None = Field(default=None, description="Exactly these rules drive, in any order.")
+    emits: list[str] | None = Field(default=None, description="Exactly these flags or actions, in any order.")
 
 
 class RuleTestCase(_RuleModel):
@@ -257,6 +342,7 @@ class RuleSetFile(_RuleModel):
     subject: Subject
     scale: str
     status: Literal["draft", "active", "retired"]
+    drug: str | None = Field(default=None, description="For action rule sets: the drug the actions concern.")
     citation: str
     combination: Combination
     domains: list[Domain] = Field(min_length=1)
@@ -269,6 +355,9 @@ class RuleSetFile(_RuleModel):
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
 NotOf.model_rebuild()
+DerivedBoolean.model_rebuild()
+Derivations.model_rebuild()
+RuleSetFile.model_rebuild()
 
 
 def rule_file_json_schema() -> dict[str, Any]:
@@ -371,6 +460,10 @@ def _rule_inputs(condition: Condition) -> RuleInputs:
             tested[test.fact] = None
             if test.op in PRESENCE_OPS:
                 presence[test.fact] = None
+            if isinstance(test.ref, ScaledFact):
+                tested[test.ref.fact] = None
+            elif isinstance(test.ref, SettingValue):
+                settings[test.ref.setting] = None
         else:
             settings[test.setting] = None
     return tuple(tested), tuple(presence), tuple(settings)
@@ -461,6 +554,8 @@ CONTEXT_KEYS: dict[Subject, frozenset[str]] = {
         {"temperature_sent", "vasopressors", "hypotension_source", "hypotension_threshold", "oxygen"}
     ),
     "icans": frozenset({"ice_items", "capd_items", "icp_signs", "tool_reason"}),
+    "thrombosis": frozenset({"thrombophilia_traits", "exposure_window", "mitchell2008_points"}),
+    "blinatumomab": frozenset({"weight_band_reason", "dose"}),
 }
 
 
@@ -505,11 +600,21 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
     for domain in file.domains:
         _check_condition(domain.missing_when, catalogue, settings, name, f"domain {domain.id}")
 
+    collect = file.combination.policy == "collect"
     for rule in file.rules:
         where = rule.id
         if rule.domain not in domains:
             raise RuleFileError(name, f"domain {rule.domain!r} is not declared ({sorted(domains)})", rule=where)
-        if rule.kind in ("grade", "override"):
+        if collect:
+            if rule.kind != "grade" or rule.grade is not None or rule.status is not None:
+                raise RuleFileError(name, "a collect rule has no kind, grade or status", rule=where)
+            if rule.emits is None or rule.message is None:
+                raise RuleFileError(name, "a collect rule needs emits and message", rule=where)
+            if (rule.severity is None) != (file.drug is not None):
+                raise RuleFileError(name, "a flag needs a severity; an action (drug set) has none", rule=where)
+        elif rule.emits is not None or rule.severity is not None or rule.message is not None:
+            raise RuleFileError(name, "emits, severity and message belong to collect rule sets", rule=where)
+        elif rule.kind in ("grade", "override"):
             if rule.grade is None or rule.status is not None:
                 raise RuleFileError(name, f"a {rule.kind} rule has a grade and no status", rule=where)
         elif rule.status is None:
@@ -521,6 +626,25 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
             raise RuleFileError(name, f"show names unknown context {unknown_show}", rule=where)
         _check_condition(rule.when, catalogue, settings, name, where)
 
+    for case in file.tests:
+        expect = case.expect
+        if collect and (expect.emits is None or expect.grade is not None or expect.status is not None):
+            raise RuleFileError(name, "a case of a collect rule set expects emits only", rule=f"test {case.id}")
+        if not collect and (expect.status is None or expect.emits is not None):
+            raise RuleFileError(name, "a case of a grading rule set expects grade and status", rule=f"test {case.id}")
+
+    def number_setting(setting_id: str, what: str) -> None:
+        if not isinstance(settings.get(setting_id), NumberSetting):
+            raise RuleFileError(name, f"{what} needs number setting {setting_id!r}")
+
+    for derived in file.derivations.booleans:
+        spec = catalogue.get(derived.fact)
+        if spec is None or spec.type != "boolean":
+            raise RuleFileError(name, f"derived boolean {derived.fact!r} is not a boolean fact of {file.subject}")
+        _check_condition(derived.when, catalogue, settings, name, f"derived {derived.fact}")
+    exposure = file.derivations.asparaginase_exposure
+    if exposure is not None:
+        number_setting(exposure.pegaspargase_window_setting, "asparaginase_exposure")
     tool = file.derivations.encephalopathy_tool
     if tool is not None and not isinstance(settings.get(tool.capd_below_age_setting), NumberSetting):
         raise RuleFileError(name, f"encephalopathy_tool needs number setting {tool.capd_below_age_setting!r}")
@@ -541,6 +665,9 @@ def _check_condition(
     where: str,
 ) -> None:
     for test in iter_tests(condition):
+        if isinstance(test, FactTest) and test.ref is not None:
+            _check_ref(test, catalogue, settings, name, where)
+            continue
         if isinstance(test, SettingTest):
             setting = settings.get(test.setting)
             if setting is None:
@@ -559,6 +686,28 @@ def _check_condition(
         if spec is None:
             raise RuleFileError(name, f"unknown fact {test.fact!r} (known: {sorted(catalogue)})", rule=where)
         _check_fact_test(test, spec, name, where)
+
+
+def _check_ref(
+    test: FactTest,
+    catalogue: Mapping[str, FactSpec],
+    settings: Mapping[str, ChoiceSetting | NumberSetting],
+    name: str,
+    where: str,
+) -> None:
+    def numeric(fact: str) -> bool:
+        spec = catalogue.get(fact)
+        return spec is not None and spec.type in ("number", "integer")
+
+    if test.op not in ORDER_OPS or test.value is not None:
+        raise RuleFileError(name, f"{test.fact} {test.op}: a ref is compared with lt/lte/gt/gte and no value", rule=where)
+    if not numeric(test.fact):
+        raise RuleFileError(name, f"{test.fact}: a ref needs a numeric fact (known: {sorted(catalogue)})", rule=where)
+    ref = test.ref
+    if isinstance(ref, ScaledFact) and not numeric(ref.fact):
+        raise RuleFileError(name, f"{test.fact} {test.op}: ref fact {ref.fact!r} is not a known number", rule=where)
+    if isinstance(ref, SettingValue) and not isinstance(settings.get(ref.setting), NumberSetting):
+        raise RuleFileError(name, f"{test.fact} {test.op}: ref setting {ref.setting!r} is not a number setting", rule=where)
 
 
 def _check_fact_test(test: FactTest, spec: FactSpec, name: str, where: str) -> None:

@@ -81,6 +81,19 @@ def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str
     neuro = assessment.neuro
     if neuro is not None:
         errors.extend(_neuro_contradictions(neuro, tool=tool, tool_reason=tool_reason))
+
+    thrombosis = assessment.thrombosis
+    if thrombosis is not None:
+        if thrombosis.on_blinatumomab is False and assessment.blinatumomab is not None:
+            add(("thrombosis", "on_blinatumomab"), "on_blinatumomab is false but the blinatumomab section is sent", False)
+        if thrombosis.lmwh_intent is not None and thrombosis.lmwh_agent is None:
+            add(("thrombosis", "lmwh_intent"), "lmwh_intent is given but no lmwh_agent", thrombosis.lmwh_intent)
+        if thrombosis.prior_asp_associated_vte and thrombosis.prior_vte is False:
+            add(("thrombosis", "prior_vte"), "prior_vte is false but prior_asp_associated_vte is true", False)
+        traits = thrombosis.thrombophilia_traits or []
+        for index, trait in enumerate(traits):
+            if trait in traits[:index]:
+                add(("thrombosis", "thrombophilia_traits", index), f"{trait} is listed twice", trait, "duplicate")
     return errors
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,13 +206,11 @@ def test_evaluator_disagreement_is_500_with_its_code_and_on_record(client: TestC
 
 def test_service_refuses_to_start_with_a_failing_rule_file(tmp_path: Path) -> None:
     rules = tmp_path / "rules"
-    (rules / "crs").mkdir(parents=True)
     source = Path(aegrade.rulefile.default_rules_dir())
+    shutil.copytree(source, rules)
     (rules / "crs" / "astct-2019.yaml").write_text(
         (source / "crs" / "astct-2019.yaml").read_text().replace("value: 38.0}", "value: 38.5}", 1)
     )
-    (rules / "icans").mkdir()
-    (rules / "icans" / "astct-2019.yaml").write_text((source / "icans" / "astct-2019.yaml").read_text())
     app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", rules_dir=rules))
     with pytest.raises(aegrade.RuleSelfTestFailed):
         with TestClient(app):

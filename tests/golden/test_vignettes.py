@@ -49,3 +49,23 @@ def test_vignette_copies_match_shared(name: str) -> None:
     if not shared.exists():
         pytest.skip(f"{shared} is not beside this checkout")
     assert (HERE / name).read_text() == shared.read_text()
+
+
+THROMBOSIS = _cases("thrombosis.jsonl")
+
+
+def test_all_ten_thrombosis_vignettes_are_present() -> None:
+    assert len(THROMBOSIS) == 10
+
+
+@pytest.mark.parametrize("case", THROMBOSIS, ids=[c["id"] for c in THROMBOSIS])
+def test_thrombosis_vignette(case: dict[str, Any], engine: aegrade.Engine) -> None:
+    """The expected flags are present with their severities, and no other flag fires."""
+    result = engine.assess(case["request"])
+    got = {(f.id, f.severity) for f in result.flags}
+    expected = {(f["id"], f["severity"]) for f in case["expected_flags"]}
+    assert got == expected, case["justification"]
+    order = [f.severity for f in result.flags]
+    assert order == sorted(order, key=["critical", "warning", "info"].index)  # most severe first
+    for flag in result.flags:
+        assert flag.evidence, flag.id  # every flag shows the values that fired it
