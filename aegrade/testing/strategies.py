@@ -30,12 +30,14 @@ from aegrade.rulefile import FactTest, LoadedRuleSet, NumberSetting, SbpFormula,
 __all__ = [
     "FIELD_BOUNDS",
     "assessments",
+    "blinatumomab_sections",
     "crs_sections",
     "fact_values",
     "invalid_assessments",
     "neuro_sections",
     "patients",
     "thresholds",
+    "thrombosis_sections",
     "tool_for",
     "vitals_sections",
 ]
@@ -279,6 +281,88 @@ def neuro_sections(draw: Draw, tool: str) -> Payload:
     return out
 
 
+THROMBOSIS_NUMBERS: dict[str, tuple[float, float, float]] = {
+    # field: (low, high, a typical upper limit or reference, for the tests that compare with it)
+    "days_since_last_asparaginase": (0, 60, 28),
+    "bmi_percentile": (0, 100, 95),
+    "fibrinogen_g_L": (0, 6, 2.0),
+    "antithrombin_pct": (0, 150, 50),
+    "d_dimer_mg_L_FEU": (0, 10, 0.5),
+    "platelets_10e9_L": (0, 500, 50),
+    "aptt_s": (10, 150, 35),
+    "inr": (0.8, 6, 2.5),
+    "alt_U_L": (5, 2000, 40),
+    "bilirubin_umol_L": (2, 400, 20),
+    "triglycerides_mmol_L": (0.5, 20, 5.7),
+    "lipase_U_L": (5, 1000, 60),
+    "amylase_U_L": (5, 1000, 100),
+    "asparaginase_activity_IU_mL": (0, 2, 0.1),
+    "anti_xa_U_mL": (0, 3, 0.5),
+    "anti_xa_hours_post_dose": (0, 12, 4),
+    "crcl_mL_min_1_73m2": (5, 200, 30),
+    "enoxaparin_dose_mg_per_kg": (0.2, 3, 1.0),
+}
+ULN_FIELDS = {
+    "fibrinogen_lln_g_L": 2.0, "aptt_uln_s": 35, "alt_uln_U_L": 40, "bilirubin_uln_umol_L": 20,
+    "lipase_uln_U_L": 60, "amylase_uln_U_L": 100,
+}
+THROMBOSIS_CHOICES: dict[str, tuple[Any, ...]] = {
+    "asparaginase_product": ("pegaspargase", "pegaspargase", "calaspargase", "erwinia", "native_ecoli"),
+    "steroid": ("dexamethasone", "prednisone", "none"),
+    "immunophenotype": ("B", "T"),
+    "abo_group": ("O", "A", "B", "AB"),
+    "confirmed_thrombosis_site": ("CSVT", "DVT", "CVC", "PE", "arterial"),
+    "lmwh_agent": ("enoxaparin", "enoxaparin", "other"),
+    "lmwh_intent": ("treatment", "prophylaxis"),
+}
+
+
+@st.composite
+def thrombosis_sections(draw: Draw, *, on_blinatumomab_section: bool = False) -> Payload:
+    """`thrombosis` sections with no contradiction; numbers near the rule files' thresholds."""
+    from aegrade.models import ThrombosisSection  # local: keeps the public import light
+
+    out: Payload = {}
+    for name, field in ThrombosisSection.model_fields.items():
+        if not draw(st.booleans()):
+            continue
+        if name in THROMBOSIS_NUMBERS:
+            low, high, typical = THROMBOSIS_NUMBERS[name]
+            out[name] = draw(_number(low, high, [*thresholds(name), typical, typical * 2.5, typical * 3, typical * 5]))
+        elif name in ULN_FIELDS:
+            out[name] = float(draw(st.sampled_from([ULN_FIELDS[name], ULN_FIELDS[name] * 0.8, ULN_FIELDS[name] * 1.25])))
+        elif name in THROMBOSIS_CHOICES:
+            out[name] = draw(st.sampled_from(THROMBOSIS_CHOICES[name]))
+        elif name == "thrombophilia_traits":
+            traits = models.ThrombophiliaTrait.__args__  # type: ignore[attr-defined]
+            out[name] = draw(st.lists(st.sampled_from(traits), unique=True, max_size=3))
+        elif name == "asp_window_days_local":
+            out[name] = draw(st.sampled_from([7.0, 14.0, 21.0]))
+        elif name == "enoxaparin_interval_h":
+            out[name] = draw(st.sampled_from([12.0, 24.0]))
+        elif field.annotation in (bool | None,):
+            out[name] = draw(st.booleans())
+    if "lmwh_intent" in out and "lmwh_agent" not in out:
+        del out["lmwh_intent"]
+    if out.get("prior_asp_associated_vte") and out.get("prior_vte") is False:
+        out["prior_vte"] = True
+    if on_blinatumomab_section and out.get("on_blinatumomab") is False:
+        out["on_blinatumomab"] = True
+    return out
+
+
+@st.composite
+def blinatumomab_sections(draw: Draw) -> Payload:
+    out: Payload = {}
+    if draw(st.booleans()):
+        unit = draw(st.sampled_from(["mcg/day", "mcg/m2/day"]))
+        value = draw(st.sampled_from([9.0, 28.0] if unit == "mcg/day" else [5.0, 15.0]) | _number(0.5, 30, exclusive_lo=True))
+        out["dose"] = {"value": value, "unit": unit}
+    _put(out, "seizures_this_course", draw(_maybe(st.integers(0, 3))))
+    _put(out, "days_to_resolution", draw(_maybe(st.sampled_from([0.0, 3.0, 7.0, 7.5, 8.0, 14.0]))))
+    return out
+
+
 def _capd_cutoff() -> float:
     for rs in _rulesets():
         tool = rs.file.derivations.encephalopathy_tool
@@ -301,13 +385,17 @@ def assessments(draw: Draw, *, capd_age_cutoff_years: float | None = None, death
     """
     patient = draw(patients())
     out: Payload = {"patient": patient}
-    sections = draw(st.sets(st.sampled_from(["vitals", "crs", "neuro"]), min_size=1))
+    sections = draw(st.sets(st.sampled_from(["vitals", "crs", "neuro", "thrombosis", "blinatumomab"]), min_size=1))
     if "vitals" in sections:
         out["vitals"] = draw(vitals_sections())
     if "crs" in sections:
         out["crs"] = draw(crs_sections())
     if "neuro" in sections:
         out["neuro"] = draw(neuro_sections(tool_for(patient, capd_age_cutoff_years=capd_age_cutoff_years)))
+    if "thrombosis" in sections:
+        out["thrombosis"] = draw(thrombosis_sections(on_blinatumomab_section="blinatumomab" in sections))
+    if "blinatumomab" in sections:
+        out["blinatumomab"] = draw(blinatumomab_sections())
     if not death:
         for name in ("crs", "neuro"):
             if name in out:

@@ -236,7 +236,7 @@ def _settings_strategy(subject: str) -> st.SearchStrategy[dict[str, Any]]:
 
 @given(st.data())
 def test_both_evaluators_agree_on_arbitrary_facts_and_settings(data: st.DataObject) -> None:
-    for subject in ("crs", "icans"):
+    for subject in ("crs", "icans", "thrombosis", "blinatumomab"):
         runner = ENGINE._runners[subject]  # noqa: SLF001
         facts = data.draw(fact_values(subject), label=f"{subject} facts")
         settings = data.draw(_settings_strategy(subject), label=f"{subject} settings")
