@@ -99,13 +99,16 @@ def grade(
     )
 
 
-def _interpretation(ruleset: LoadedRuleSet, setting_id: str, settings: Mapping[str, Scalar]) -> Interpretation:
+def _interpretation(
+    ruleset: LoadedRuleSet, setting_id: str, settings: Mapping[str, Scalar], *, local: bool = False
+) -> Interpretation:
+    """The setting that decided a result: an interpretation of an open point, or (`local`) a site's
+    threshold, with its value and the reason for its default."""
     setting = ruleset.setting(setting_id)
     value = settings[setting_id]
+    lead = f"A local setting decided this ({setting.evidence_level}):" if local else f"Interpretation: {setting.question} Setting"
     return Interpretation(
-        setting=f"{ruleset.id}.{setting_id}",
-        value=value,
-        text=f"Interpretation: {setting.question} Setting {setting_id} = {value!r}. {setting.decision}",
+        setting=f"{ruleset.id}.{setting_id}", value=value, text=f"{lead} {setting_id} = {value!r}. {setting.decision}"
     )
 
 
@@ -159,7 +162,7 @@ def collect(
     for rule in fired:
         explained = _driver(rule, inputs[rule.id], True, derived.facts, derived.context, settings)
         setting_ids = list(dict.fromkeys([*inputs[rule.id][2], *([rule.interpretation] if rule.interpretation else [])]))
-        interpretations = [_local_setting(ruleset, sid, settings) for sid in setting_ids]
+        interpretations = [_interpretation(ruleset, sid, settings, local=True) for sid in setting_ids]
         common = {
             "id": rule.emits,
             "rule": rule.id,
@@ -175,13 +178,3 @@ def collect(
     if drug is None:
         return sorted(flags, key=lambda f: SEVERITY_ORDER[f.severity])
     return actions
-
-
-def _local_setting(ruleset: LoadedRuleSet, setting_id: str, settings: Mapping[str, Scalar]) -> Interpretation:
-    setting = ruleset.setting(setting_id)
-    value = settings[setting_id]
-    return Interpretation(
-        setting=f"{ruleset.id}.{setting_id}",
-        value=value,
-        text=f"A local setting decided this ({setting.evidence_level}): {setting_id} = {value!r}. {setting.decision}",
-    )

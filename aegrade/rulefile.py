@@ -646,15 +646,15 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
     if exposure is not None:
         number_setting(exposure.pegaspargase_window_setting, "asparaginase_exposure")
     tool = file.derivations.encephalopathy_tool
-    if tool is not None and not isinstance(settings.get(tool.capd_below_age_setting), NumberSetting):
-        raise RuleFileError(name, f"encephalopathy_tool needs number setting {tool.capd_below_age_setting!r}")
+    if tool is not None:
+        number_setting(tool.capd_below_age_setting, "encephalopathy_tool")
     hyp = file.derivations.hypotension_from_vitals
     if hyp is not None:
         last = hyp.bands[-1]
         if last.age_days_at_most is not None or last.age_years_below is not None:
             raise RuleFileError(name, "the last hypotension band must have no age limit")
-        if hyp.map is not None and not isinstance(settings.get(hyp.map.from_age_setting), NumberSetting):
-            raise RuleFileError(name, f"map threshold needs number setting {hyp.map.from_age_setting!r}")
+        if hyp.map is not None:
+            number_setting(hyp.map.from_age_setting, "the map threshold")
 
 
 def _check_condition(
