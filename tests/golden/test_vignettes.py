@@ -69,3 +69,42 @@ def test_thrombosis_vignette(case: dict[str, Any], engine: aegrade.Engine) -> No
     assert order == sorted(order, key=["critical", "warning", "info"].index)  # most severe first
     for flag in result.flags:
         assert flag.evidence, flag.id  # every flag shows the values that fired it
+
+
+SECTION_8_IDS = {
+    "VTE-RISK-AGE10", "VTE-RISK-MEDIASTINAL-MASS", "VTE-RISK-ASP-STEROID", "VTE-RISK-CVC", "VTE-RISK-THROMBOPHILIA",
+    "VTE-RISK-OBESITY", "VTE-RISK-NON-O", "VTE-RISK-PRIOR-VTE", "VTE-SCORE-MITCHELL2008-HIGH",
+    "VTE-PROPHYLAXIS-NOT-DOCUMENTED", "LAB-FIBRINOGEN-CTCAE-G3", "LAB-FIBRINOGEN-CTCAE-G4", "LAB-ANTITHROMBIN-LOW",
+    "LAB-APTT-CTCAE-G3", "LAB-INR-CTCAE-G3", "LAB-ALT-CTCAE-G3", "LAB-ALT-CTCAE-G4", "LAB-BILI-CTCAE-G3",
+    "LAB-BILI-CTCAE-G4", "LAB-TG-CTCAE-G3", "LAB-TG-CTCAE-G4", "PANC-PTWG-AAP", "ASP-ACTIVITY-BELOW-TARGET",
+    "HSR-ANAPHYLAXIS-CTCAE-G3PLUS", "HSR-ALLERGIC-REACTION", "NEURO-CSVT-RED-FLAG", "NEURO-CSVT-SOFT-SIGNS",
+    "NEURO-BLINATUMOMAB-CONFOUNDER", "NEURO-TEG-DOES-NOT-EXCLUDE-THROMBOSIS", "NEURO-DDIMER-DOES-NOT-EXCLUDE-CSVT",
+    "TE-CONFIRMED-CSVT", "TE-CONFIRMED-PE", "TE-CONFIRMED-ARTERIAL", "TE-CONFIRMED-DVT-OR-CVC", "TE-CSVT-WITH-ICH",
+    "TE-TERMINOLOGY-TROUSSEAU", "AC-ENOX-START-DOSE-DEVIATES", "AC-ENOX-ABOVE-MAX", "AC-ANTIXA-TIMING",
+    "AC-ANTIXA-SUBTHERAPEUTIC", "AC-ANTIXA-SUPRATHERAPEUTIC", "AC-ANTIXA-HOLD-LEVEL", "AC-RENAL-IMPAIRMENT",
+    "AC-PLT-25-50-ON-TREATMENT-LMWH", "AC-PLT-LT25-ON-TREATMENT-LMWH", "AC-LP-WITHIN-24H", "AC-LMWH-LOW-ANTITHROMBIN",
+    "REEXP-ASP-WITHOUT-ANTICOAG", "REEXP-ASP-IMAGING-NOT-DOCUMENTED",
+}
+BLINATUMOMAB_IDS = {
+    "BLIN-CRS-G3-INTERRUPT", "BLIN-CRS-G4-DISCONTINUE", "BLIN-NEURO-G3-WITHHOLD", "BLIN-NEURO-G3-DISCONTINUE",
+    "BLIN-NEURO-G4-DISCONTINUE", "BLIN-SEIZURE-DISCONTINUE", "BLIN-INTERRUPTION-CYCLE", "BLIN-RESTART-PREMEDICATION",
+}
+
+
+def test_every_section_8_flag_and_every_label_action_is_implemented(engine: aegrade.Engine) -> None:
+    emitted = {r.file.id: {rule.emits for rule in r.rules} for r in engine.rulesets}
+    assert emitted["asparaginase-thrombosis"] == SECTION_8_IDS
+    assert emitted["blinatumomab-label-actions"] == BLINATUMOMAB_IDS
+    severities = {
+        rule.emits: rule.severity for r in engine.rulesets if r.file.id == "asparaginase-thrombosis" for rule in r.rules
+    }
+    spec = SHARED / "spec" / "asparaginase-thrombosis-research.md"
+    if spec.exists():  # the ids and severities as §8 writes them
+        import re
+
+        section = spec.read_text().split("## 8. Declarative rule set", 1)[1].split("## 9.", 1)[0]
+        pairs = re.findall(r"- id: ([A-Z0-9-]+)\n  when:.*?\n  severity: (\w+)", section, flags=re.S)
+        assert {i for i, _ in pairs} == SECTION_8_IDS
+        assert {i: s for i, s in pairs} == severities
+        actions = set(re.findall(r"^\| (BLIN-[A-Z0-9-]+) \|", (SHARED / "spec" / "blinatumomab-actions.md").read_text(), flags=re.M))
+        assert actions == BLINATUMOMAB_IDS
