@@ -84,11 +84,11 @@ CHECKBOXES: frozenset[str] = frozenset(
 
 def _thrombosis_inputs() -> dict[str, FactSpec]:
     facts: dict[str, FactSpec] = {}
-    for name, field in models.ThrombosisSection.model_fields.items():
-        annotation = field.annotation
+    for name, model_field in models.ThrombosisSection.model_fields.items():
+        annotation = model_field.annotation
         args = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
         kind = args[0] if args else annotation
-        meaning = field.description or name.replace("_", " ")
+        meaning = model_field.description or name.replace("_", " ")
         if kind is bool:
             facts[name] = FactSpec("boolean", meaning, always_present=name in CHECKBOXES)
         elif kind is float:

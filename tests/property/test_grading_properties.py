@@ -16,7 +16,7 @@ import itertools
 import random
 from typing import Any
 
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 import aegrade
@@ -164,7 +164,7 @@ def test_worsening_any_single_input_never_lowers_a_grade(payload: dict[str, Any]
     before = grades(payload)
     for name, worse in _worsenings(payload, rnd):
         after = grades(worse)
-        for b, a, which in zip(before, after, ("CRS", "ICANS")):
+        for b, a, which in zip(before, after, ("CRS", "ICANS"), strict=True):
             if b is not None and a is not None:
                 assert a >= b, f"{name}: {which} grade went from {b} to {a}\nbefore: {payload}\nafter: {worse}"
 
