@@ -59,6 +59,14 @@ FIELD_BOUNDS: dict[tuple[str, ...], tuple[float, float]] = {
     ("crs", "oxygen", "flow_l_min"): (0, 80),
     ("neuro", "ice_score"): (0, 10),
     ("neuro", "capd_score"): (0, 32),
+    ("thrombosis", "fibrinogen_g_L"): (0, 20),
+    ("thrombosis", "fibrinogen_lln_g_L"): (0, 20),  # exclusive lower bound
+    ("thrombosis", "antithrombin_pct"): (0, 300),
+    ("thrombosis", "platelets_10e9_L"): (0, 5000),
+    ("thrombosis", "anti_xa_U_mL"): (0, 10),
+    ("thrombosis", "days_since_last_asparaginase"): (0, 3650),
+    ("thrombosis", "bmi_percentile"): (0, 100),
+    ("blinatumomab", "days_to_resolution"): (0, 365),
 }
 """Every numeric request field and its inclusive bounds (api-v1.md)."""
 
