@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from aegrade.facts import CHECKBOXES, THROMBOSIS_FACTS
 from aegrade.models import Assessment, CrsSection, NeuroSection, Patient, ThrombosisSection, Vitals
-from aegrade.reference import compile_condition
+from aegrade.reference import compiled
 from aegrade.rulefile import HypotensionFromVitals, LoadedRuleSet, SbpFormula, Scalar
 
 __all__ = [
@@ -258,7 +258,7 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
 
 def _apply_derived_booleans(out: DerivedFacts, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> None:
     for derived in ruleset.file.derivations.booleans:
-        out.facts[derived.fact] = compile_condition(derived.when)(out.facts, settings)
+        out.facts[derived.fact] = compiled(derived.when)(out.facts, settings)
 
 
 def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:

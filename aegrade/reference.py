@@ -29,7 +29,7 @@ from aegrade.rulefile import (
     SettingValue,
 )
 
-__all__ = ["Predicate", "ReferenceEvaluator", "compile_condition"]
+__all__ = ["Predicate", "ReferenceEvaluator", "compile_condition", "compiled"]
 
 Facts = Mapping[str, Scalar]
 Settings = Mapping[str, Scalar]
@@ -63,6 +63,18 @@ def compile_condition(condition: Condition) -> Predicate:
         setting_value = _hashable(condition.value)
         return lambda f, s: compare(s[setting], setting_value)
     return _compile_fact_test(condition)
+
+
+_COMPILED: dict[int, tuple[Condition, Predicate]] = {}
+
+
+def compiled(condition: Condition) -> Predicate:
+    """`compile_condition`, once per condition object. Rule-file models are immutable and live as
+    long as their rule set; the cache holds the object too, so its id is never reused."""
+    entry = _COMPILED.get(id(condition))
+    if entry is None:
+        entry = _COMPILED.setdefault(id(condition), (condition, compile_condition(condition)))
+    return entry[1]
 
 
 def _all_of(parts: list[Predicate]) -> Predicate:
