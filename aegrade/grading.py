@@ -120,8 +120,28 @@ def _driver(
     context: Mapping[str, Any],
     settings: Mapping[str, Scalar],
 ) -> Driver:
-    """The rule as it fired: the values of the facts it tests (null: tested absent), the settings it
-    tests, and the context it asks to show."""
+    """The rule as it fired, with its evidence."""
+    return Driver(
+        rule=rule.id,
+        domain=rule.domain,
+        grade=rule.grade,
+        drives=drives,
+        criterion=rule.criterion,
+        citation=rule.citation,
+        evidence_level=rule.evidence_level,
+        evidence=_evidence(rule, inputs, facts, context, settings),
+    )
+
+
+def _evidence(
+    rule: Rule,
+    inputs: RuleInputs,
+    facts: Mapping[str, Scalar],
+    context: Mapping[str, Any],
+    settings: Mapping[str, Scalar],
+) -> dict[str, Any]:
+    """The values of the facts a rule tests (null: tested absent), the settings it tests, and the
+    context it asks to show."""
     tested, presence, setting_ids = inputs
     evidence: dict[str, Any] = {}
     for name in tested:
@@ -134,16 +154,7 @@ def _driver(
     for key in rule.show:
         if context.get(key) is not None:
             evidence[key] = context[key]
-    return Driver(
-        rule=rule.id,
-        domain=rule.domain,
-        grade=rule.grade,
-        drives=drives,
-        criterion=rule.criterion,
-        citation=rule.citation,
-        evidence_level=rule.evidence_level,
-        evidence=evidence,
-    )
+    return evidence
 
 
 def collect(
@@ -160,7 +171,6 @@ def collect(
     flags: list[Flag] = []
     actions: list[Action] = []
     for rule in fired:
-        explained = _driver(rule, inputs[rule.id], True, derived.facts, derived.context, settings)
         setting_ids = list(dict.fromkeys([*inputs[rule.id][2], *([rule.interpretation] if rule.interpretation else [])]))
         interpretations = [_interpretation(ruleset, sid, settings, local=True) for sid in setting_ids]
         common = {
@@ -168,7 +178,7 @@ def collect(
             "rule": rule.id,
             "citation": rule.citation,
             "evidence_level": rule.evidence_level,
-            "evidence": explained.evidence,
+            "evidence": _evidence(rule, inputs[rule.id], derived.facts, derived.context, settings),
             "interpretations": interpretations,
         }
         if drug is None:
