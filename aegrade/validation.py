@@ -7,7 +7,7 @@ the evaluators.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -59,9 +59,7 @@ def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str
     crs = assessment.crs
     if crs is not None:
         agents = crs.vasopressors or []
-        for index, agent in enumerate(agents):
-            if agent in agents[:index]:
-                add(("crs", "vasopressors", index), f"{agent} is listed twice", agent, "duplicate")
+        errors.extend(_repeats(("crs", "vasopressors"), agents))
         if crs.hypotension is False and agents:
             add(
                 ("crs", "hypotension"),
@@ -90,10 +88,7 @@ def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str
             add(("thrombosis", "lmwh_intent"), "lmwh_intent is given but no lmwh_agent", thrombosis.lmwh_intent)
         if thrombosis.prior_asp_associated_vte and thrombosis.prior_vte is False:
             add(("thrombosis", "prior_vte"), "prior_vte is false but prior_asp_associated_vte is true", False)
-        traits = thrombosis.thrombophilia_traits or []
-        for index, trait in enumerate(traits):
-            if trait in traits[:index]:
-                add(("thrombosis", "thrombophilia_traits", index), f"{trait} is listed twice", trait, "duplicate")
+        errors.extend(_repeats(("thrombosis", "thrombophilia_traits"), thrombosis.thrombophilia_traits or []))
     return errors
 
 
@@ -131,8 +126,15 @@ def _neuro_contradictions(neuro: NeuroSection, *, tool: str | None, tool_reason:
             errors.append(
                 FieldError(("neuro", "consciousness"), "unable_to_perform (unarousable) contradicts consciousness 'alert'", "contradiction", "alert")
             )
-    signs = neuro.icp_signs or []
-    for index, sign in enumerate(signs):
-        if sign in signs[:index]:
-            errors.append(FieldError(("neuro", "icp_signs", index), f"{sign} is listed twice", "duplicate", sign))
+    errors.extend(_repeats(("neuro", "icp_signs"), neuro.icp_signs or []))
     return errors
+
+
+def _repeats(loc: tuple[str, ...], items: Sequence[str]) -> list[FieldError]:
+    """An error at each item of a list that repeats an earlier one (the lists are sets of agents,
+    signs or traits: a repeat is ambiguous, never merged)."""
+    return [
+        FieldError((*loc, index), f"{item} is listed twice", "duplicate", item)
+        for index, item in enumerate(items)
+        if item in items[:index]
+    ]
