@@ -17,6 +17,7 @@ import aegrade
 from service.http import BodyLimit, install_error_handlers
 from service.routes import router
 from service.settings import ServiceSettings
+from service.episodes import EpisodeStore
 from service.store import AuditStore, AuditWriter
 
 __all__ = ["app", "create_app"]
@@ -38,7 +39,12 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         store = AuditStore(settings.database_url)
         store.create_schema()
         writer = AuditWriter(store)
+        episodes = EpisodeStore(
+            settings.database_url, engine, masking_window_hours=settings.episode_masking_window_hours
+        )
+        episodes.create_schema()
         app.state.engine = engine
+        app.state.episodes = episodes
         app.state.store = store
         app.state.writer = writer
         # What startup built (rule sets, schemas, models) lives as long as the process. Left in the
@@ -57,6 +63,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
             yield
         finally:
             writer.close()
+            episodes.close()
             store.close()
 
     app = FastAPI(title="aegrade", version=aegrade.__version__, description=DESCRIPTION, lifespan=lifespan)

@@ -9,14 +9,16 @@ import uuid
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from aegrade import Engine
+from aegrade.episodes import Episode, Observation, ObservationResult, Treatment, TreatmentResult
 from aegrade.errors import EngineError
 from aegrade.models import Assessment, AssessmentResult
+from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore, IdempotencyConflict
 from service.http import ApiError, keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
 from service.settings import ServiceSettings
@@ -32,7 +34,8 @@ HEALTH_PING_S = 2.0
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
     401: "AEGRADE_API_KEYS is set and the bearer key is missing or wrong.",
-    404: "No assessment with this id.",
+    404: "No such assessment or patient.",
+    409: "The Idempotency-Key was used before, for this patient, with a different request.",
     413: "The body is over the configured limit (AEGRADE_MAX_BODY_BYTES).",
     422: "Invalid or contradictory input: each entry names the field.",
     500: "The engine could not give a trustworthy grade (its evaluators disagreed, or a result was lost).",
@@ -93,18 +96,7 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
     try:
         result = engine.assess(assessment)
     except EngineError as exc:
-        failure = AuditRecord(
-            id=uuid.uuid4().hex,
-            created_at=datetime.now(timezone.utc),
-            outcome=exc.code,
-            request=request_json,
-            result=None,
-            error={"code": exc.code, "message": str(exc)},
-            rulesets=[],
-            duration_ms=(time.perf_counter() - started) * 1000,
-        )
-        await _committed(writer, failure)  # no grade is given, but the failure is on record
-        logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
+        await _record_failure(writer, request_json, exc, started)
         raise
     graded = time.perf_counter()
     body = result.model_dump_json()
@@ -126,6 +118,22 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
         result.id, (graded - started) * 1000, (time.perf_counter() - graded) * 1000,
     )
     return Response(body, media_type="application/json")
+
+
+async def _record_failure(writer: AuditWriter, request_json: RawJSON, exc: EngineError, started: float) -> None:
+    """No grade is given, but the failure is on record."""
+    failure = AuditRecord(
+        id=uuid.uuid4().hex,
+        created_at=datetime.now(timezone.utc),
+        outcome=exc.code,
+        request=request_json,
+        result=None,
+        error={"code": exc.code, "message": str(exc)},
+        rulesets=[],
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
+    await _committed(writer, failure)
+    logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
 
 
 async def _committed(writer: AuditWriter, record: AuditRecord) -> None:
@@ -181,6 +189,97 @@ async def health(store: StoreDep) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "store": "ok" if ok else "unavailable"}, status_code=200 if ok else 503
     )
+
+
+# ---- patient episodes ---------------------------------------------------------------------------
+
+PatientId = Annotated[
+    str,
+    Path(
+        pattern=PATIENT_ID_PATTERN,
+        description=(
+            "An opaque identifier of 1-64 characters (letters, digits, '.', '_', '-'), chosen by the integration. "
+            "Never a name, medical record number or birth date: see the README (Patient identifiers)."
+        ),
+    ),
+]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description=(
+            "Optional, 1-255 printable ASCII characters, unique per patient. A POST repeated with the same key and "
+            "body is stored once and answered with the first answer (header Idempotent-Replayed: true); the same "
+            "key with another body is a 409."
+        ),
+    ),
+]
+
+
+def _episode_answer(body: str, replayed: bool) -> Response:
+    return Response(body, media_type="application/json", headers={"Idempotent-Replayed": "true"} if replayed else None)
+
+
+@v1.post(
+    "/patients/{patient_id}/observations",
+    response_model=ObservationResult,
+    responses=_responses(400, 401, 409, 413, 422, 500, 503),
+    summary="Grade one observation of a patient in the context of the patient's history",
+)
+async def add_observation(
+    patient_id: PatientId, observation: Observation, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Grades the observation with the fever masking that the recorded treatments imply, stores it
+    with its audit record, and grades again the later observations whose history it changed."""
+    started = time.perf_counter()
+    episodes: EpisodeStore = request.app.state.episodes
+    try:
+        answer = await run_in_threadpool(episodes.add_observation, patient_id, observation, key=idempotency_key)
+    except EngineError as exc:
+        await _record_failure(request.app.state.writer, RawJSON(observation.model_dump_json(exclude_unset=True)), exc, started)
+        raise
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
+    logger.info("observation stored in %.2f ms%s", (time.perf_counter() - started) * 1000, " (replayed)" if answer.replayed else "")
+    return _episode_answer(answer.body, answer.replayed)
+
+
+@v1.post(
+    "/patients/{patient_id}/treatments",
+    response_model=TreatmentResult,
+    responses=_responses(400, 401, 409, 413, 422, 500, 503),
+    summary="Record a treatment given to a patient",
+)
+async def add_treatment(
+    patient_id: PatientId, treatment: Treatment, request: Request, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Stores the treatment. A tocilizumab, anakinra, corticosteroid or antipyretic dose makes fever
+    no longer required for the observations after it (once CRS has begun); those are graded again,
+    and their ids are listed in `regraded`."""
+    started = time.perf_counter()
+    episodes: EpisodeStore = request.app.state.episodes
+    try:
+        answer = await run_in_threadpool(episodes.add_treatment, patient_id, treatment, key=idempotency_key)
+    except EngineError as exc:
+        await _record_failure(request.app.state.writer, RawJSON(treatment.model_dump_json(exclude_unset=True)), exc, started)
+        raise
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
+    return _episode_answer(answer.body, answer.replayed)
+
+
+@v1.get(
+    "/patients/{patient_id}/episode",
+    response_model=Episode,
+    responses=_responses(401, 404, 422, 503),
+    summary="A patient's course: current and peak grades, onset, resolution, timeline and treatments",
+)
+def read_episode(patient_id: PatientId, request: Request) -> Response:
+    episodes: EpisodeStore = request.app.state.episodes
+    body = episodes.episode(patient_id)
+    if body is None:
+        raise ApiError(404, "not_found", f"no episode for patient {patient_id}")
+    return Response(body, media_type="application/json")
 
 
 router.include_router(v1)

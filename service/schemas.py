@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aegrade.episodes import ObservationResult
 from aegrade.models import AssessmentResult, RulesetRef
 
 __all__ = [
@@ -53,9 +54,19 @@ class StoredAssessment(_Out):
 
     id: str
     created_at: datetime
-    outcome: str = Field(description='"graded", or the code of the engine error that stopped the grading.')
-    request: dict[str, Any] = Field(description="The assessment as validated (fields that were sent).")
-    result: AssessmentResult | None
+    outcome: str = Field(
+        description=(
+            '"graded"; "regraded" for an episode observation graded again because its history changed; '
+            "or the code of the engine error that stopped the grading."
+        )
+    )
+    request: dict[str, Any] = Field(
+        description=(
+            "The assessment as validated (fields that were sent). For an episode observation: "
+            "{patient_id, observation_id, observation}."
+        )
+    )
+    result: ObservationResult | AssessmentResult | None
     error: Problem | None
     rulesets: list[RulesetRef]
     duration_ms: float

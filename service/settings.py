@@ -8,6 +8,7 @@
 | AEGRADE_API_KEYS | (empty: no authentication) | comma-separated keys; when set, /v1/* needs Authorization: Bearer <key> |
 | AEGRADE_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | AEGRADE_LOG_LEVEL | INFO | log level of the aegrade loggers |
+| AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class ServiceSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024, description="Largest request body accepted.")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    episode_masking_window_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=24 * 365,
+        description=(
+            "Episodes: hours after a tocilizumab, corticosteroid or antipyretic dose during which fever stays "
+            "masked. Empty: for the rest of the episode. ASTCT 2019 sets no duration; either is an interpretation."
+        ),
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -27,7 +27,17 @@ from sqlalchemy import JSON, Column, DateTime, Float, MetaData, String, Table, c
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-__all__ = ["AuditRecord", "AuditStore", "AuditWriter", "RawJSON", "StoreUnavailable"]
+__all__ = [
+    "AuditRecord",
+    "AuditStore",
+    "AuditWriter",
+    "RawJSON",
+    "StoreUnavailable",
+    "assessments",
+    "metadata",
+    "sqlite_pragmas",
+    "strict_json",
+]
 
 logger = logging.getLogger("aegrade.store")
 
@@ -81,7 +91,7 @@ class AuditRecord:
         }
 
 
-def _strict_json(value: Any) -> str:
+def strict_json(value: Any) -> str:
     if isinstance(value, RawJSON):
         return str(value)
     return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
@@ -93,7 +103,7 @@ class AuditStore:
     def __init__(self, url: str) -> None:
         parsed = make_url(url)
         self.backend = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"json_serializer": _strict_json, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"json_serializer": strict_json, "pool_pre_ping": True}
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +112,7 @@ class AuditStore:
         self._last_ok = 0.0
         self._last_ping: tuple[float, bool] = (0.0, False)
         if self.backend == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
 
     @property
     def safe_url(self) -> str:
@@ -235,7 +245,7 @@ class AuditWriter:
         self._thread.join(timeout)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")

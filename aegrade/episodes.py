@@ -1,0 +1,414 @@
+"""Episodes: one patient's observations and treatments over time, and what follows from them.
+
+Pure logic, no storage (service/episode_store.py stores episodes). Each observation is graded by
+the stateless engine; the history adds only two things:
+
+1. **Fever masking** (ASTCT 2019, Lee et al. BBMT 2019;25:625, table 2 footnote: "fever is no longer
+   required to grade subsequent CRS severity" once antipyretic or anticytokine therapy such as
+   tocilizumab or steroids has been given). Here: once CRS has been graded >= 1 (the onset) and a
+   masking agent has been recorded at or after the onset, every later observation is graded with
+   fever no longer required. An explicit `crs.fever_masked` in the observation wins, and the result
+   notes any conflict with the history.
+2. **The course**: the current, peak, onset and resolution of each of CRS and ICANS.
+
+Times are timezone-aware and kept in UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+
+from aegrade.models import Assessment, AssessmentResult, CrsSection, Interpretation
+
+__all__ = [
+    "ANTIPYRETICS",
+    "ANTICYTOKINES",
+    "CORTICOSTEROIDS",
+    "MASKING_AGENTS",
+    "DomainCourse",
+    "Episode",
+    "FeverMasking",
+    "Observation",
+    "ObservationResult",
+    "TimelineDomain",
+    "TimelineEntry",
+    "Treatment",
+    "TreatmentAgent",
+    "TreatmentRecord",
+    "TreatmentResult",
+    "apply_fever_masking",
+    "domain_course",
+    "fever_masking",
+    "timeline_entry",
+]
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+"""An observation or treatment time more than this after the server's clock is refused."""
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+"""Times before this are refused as implausible (and keep time-zone arithmetic in range)."""
+
+TreatmentAgent = Literal[
+    "tocilizumab",
+    "dexamethasone",
+    "methylprednisolone",
+    "hydrocortisone",
+    "other_corticosteroid",
+    "acetaminophen",
+    "ibuprofen",
+    "other_antipyretic",
+    "anakinra",
+    "blinatumomab_start",
+    "blinatumomab_stop",
+    "pegaspargase",
+    "other_asparaginase",
+]
+ANTICYTOKINES = frozenset({"tocilizumab", "anakinra"})
+CORTICOSTEROIDS = frozenset({"dexamethasone", "methylprednisolone", "hydrocortisone", "other_corticosteroid"})
+ANTIPYRETICS = frozenset({"acetaminophen", "ibuprofen", "other_antipyretic"})
+MASKING_AGENTS = ANTICYTOKINES | CORTICOSTEROIDS | ANTIPYRETICS
+"""Agents after which fever is no longer required (ASTCT 2019: antipyretic or anticytokine therapy,
+tocilizumab or steroids). The blinatumomab and asparaginase entries are recorded, never masking."""
+
+DoseUnit = Literal["mg", "g", "mcg", "mg/kg", "mcg/kg", "mg/m2", "mcg/m2", "IU", "IU/m2", "mcg/day", "mcg/m2/day"]
+
+
+def _iso_text(value: Any) -> Any:
+    """A time must be sent as ISO 8601 text: a bare number would be read as Unix seconds."""
+    if not isinstance(value, (str, datetime)):
+        raise ValueError("must be an ISO 8601 date-time string with a time zone, e.g. 2026-11-21T08:30:00Z")
+    return value
+
+
+def _plausible(value: datetime) -> datetime:
+    if value.year < EARLIEST.year or value.year > 9998:
+        raise ValueError(f"must be a time from the year {EARLIEST.year} on")
+    utc = value.astimezone(timezone.utc)
+    now = datetime.now(timezone.utc)
+    if utc > now + FUTURE_TOLERANCE:
+        raise ValueError(
+            f"is more than {int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes in the future "
+            f"(server time {now.isoformat(timespec='seconds')})"
+        )
+    return utc
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(strict=False, description="ISO 8601 date-time with a time zone (Z or +hh:mm); kept in UTC."),
+    BeforeValidator(_iso_text),
+]
+
+
+class Observation(Assessment):
+    """An assessment of one patient at one time: the Assessment fields plus `observed_at`."""
+
+    observed_at: Timestamp = Field(
+        description="When the observation was made: ISO 8601 with a time zone, at most 5 minutes in the future.",
+    )
+
+    @field_validator("observed_at")
+    @classmethod
+    def _observed_at_plausible(cls, value: datetime) -> datetime:
+        return _plausible(value)
+
+    def assessment(self) -> Assessment:
+        """The Assessment part, as the stateless engine grades it."""
+        return Assessment.model_validate_json(self.model_dump_json(exclude={"observed_at"}, exclude_unset=True))
+
+
+class Treatment(BaseModel):
+    """A treatment given to the patient. Vasopressors are not treatments here: they come with the
+    observations (crs.vasopressors)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+    agent: TreatmentAgent
+    administered_at: Timestamp = Field(description="When it was given: ISO 8601 with a time zone.")
+    dose_mg: float | None = Field(
+        default=None, gt=0, le=100_000, description="The dose, in mg unless dose_unit says otherwise."
+    )
+    dose_unit: DoseUnit | None = Field(default=None, description="The unit of dose_mg; mg when left out.")
+
+    @field_validator("administered_at")
+    @classmethod
+    def _administered_at_plausible(cls, value: datetime) -> datetime:
+        return _plausible(value)
+
+    @field_validator("dose_unit")
+    @classmethod
+    def _unit_needs_dose(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("dose_mg") is None:
+            raise ValueError("a dose_unit needs a dose_mg")
+        return value
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TreatmentRecord(_Out):
+    id: str
+    agent: TreatmentAgent
+    administered_at: datetime
+    dose_mg: float | None
+    dose_unit: DoseUnit | None
+    recorded_at: datetime
+    masks_fever: bool = Field(description="An anticytokine, corticosteroid or antipyretic (ASTCT fever masking).")
+
+
+class TreatmentResult(TreatmentRecord):
+    """The answer to a recorded treatment."""
+
+    regraded: list[str] = Field(
+        description="Observations after it graded again, because this treatment made fever no longer required."
+    )
+
+
+class FeverMasking(_Out):
+    """Why fever was not required for an observation: the treatment given after CRS onset."""
+
+    agent: TreatmentAgent
+    administered_at: datetime
+    onset_at: datetime = Field(description="The first observation graded CRS >= 1.")
+
+
+class ObservationResult(AssessmentResult):
+    """The AssessmentResult of one observation, graded in the context of the patient's history."""
+
+    patient_id: str
+    observation_id: str
+    observed_at: datetime
+    fever_masking: FeverMasking | None = Field(
+        description="The history that made fever no longer required for this observation, if any."
+    )
+    regraded: list[str] = Field(
+        default_factory=list,
+        description="Later observations graded again because this one (or a treatment) changed their history.",
+    )
+
+
+class TimelineDomain(_Out):
+    grade: int | None
+    status: str
+    explanation: list[str] = Field(description="The criteria that set the grade, then the notes.")
+
+
+class TimelineEntry(_Out):
+    observation_id: str
+    observed_at: datetime
+    assessment_id: str = Field(description="The audit record of this grading (GET /v1/assessments/{id}).")
+    crs: TimelineDomain | None
+    icans: TimelineDomain | None
+    fever_masking: FeverMasking | None
+    flags: list[str] = Field(description="Ids of the thrombosis flags raised.")
+    actions: list[str] = Field(description="Ids of the blinatumomab actions.")
+
+
+class DomainCourse(_Out):
+    current_grade: int | None = Field(description="The grade of the latest observation that assessed this domain.")
+    current_status: str | None
+    peak_grade: int | None = Field(description="The highest grade observed; null when none was graded.")
+    peak_at: datetime | None = Field(description="When the peak grade was first observed.")
+    onset_at: datetime | None = Field(description="The first observation graded >= 1.")
+    resolved_at: datetime | None = Field(
+        description="After onset, the first observation graded 0 with every later one also graded 0."
+    )
+    masking_since: datetime | None = Field(
+        description="CRS: the first fever-masking treatment at or after onset. Always null for ICANS."
+    )
+
+
+class Episode(_Out):
+    patient_id: str
+    crs: DomainCourse
+    icans: DomainCourse
+    timeline: list[TimelineEntry] = Field(description="One entry per observation, in observed_at order.")
+    treatments: list[TreatmentRecord] = Field(description="In administered_at order.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fever masking
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GivenTreatment:
+    agent: str
+    administered_at: datetime
+
+
+def fever_masking(
+    observed_at: datetime,
+    onset_at: datetime | None,
+    treatments: Iterable[GivenTreatment],
+    *,
+    window_hours: float | None = None,
+) -> FeverMasking | None:
+    """The masking that applies to an observation at `observed_at`, or None.
+
+    It applies when CRS onset (the first observation graded >= 1) came before, and a masking agent
+    was given at or after the onset and strictly before `observed_at` (and, when `window_hours` is
+    set, no longer ago than that). The earliest such treatment is named."""
+    if onset_at is None or onset_at >= observed_at:
+        return None
+    since = observed_at - timedelta(hours=window_hours) if window_hours is not None else None
+    candidates = [
+        t
+        for t in treatments
+        if t.agent in MASKING_AGENTS
+        and onset_at <= t.administered_at < observed_at
+        and (since is None or t.administered_at >= since)
+    ]
+    if not candidates:
+        return None
+    first = min(candidates, key=lambda t: t.administered_at)
+    return FeverMasking(agent=first.agent, administered_at=first.administered_at, onset_at=onset_at)
+
+
+def _when(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat(timespec="minutes").replace("+00:00", "Z")
+
+
+def apply_fever_masking(
+    assessment: Assessment,
+    masking: FeverMasking | None,
+    onset_at: datetime | None,
+    *,
+    window_hours: float | None = None,
+) -> tuple[Assessment, list[str], list[Interpretation]]:
+    """The assessment to grade, with `crs.fever_masked` set from the history when it was not sent,
+    and the notes and interpretations that say so. `onset_at` is the CRS onset before this
+    observation, if any. CRS is graded only when vitals or crs were sent; otherwise the assessment
+    is returned as it is."""
+    if assessment.vitals is None and assessment.crs is None:
+        return assessment, [], []
+    sent = assessment.crs.fever_masked if assessment.crs is not None else None
+    derived = masking is not None
+    notes: list[str] = []
+    interpretations: list[Interpretation] = []
+    if masking is not None:
+        window = "no limit" if window_hours is None else f"{window_hours:g} h"
+        interpretations.append(
+            Interpretation(
+                setting="episode_masking_window_hours",
+                value=window_hours,
+                text=(
+                    "How long fever stays masked after a treatment is not set by ASTCT 2019; "
+                    f"this service uses {window} (an interpretation, AEGRADE_EPISODE_MASKING_WINDOW_HOURS)."
+                ),
+            )
+        )
+    if sent is None:
+        if masking is not None:
+            notes.append(
+                f"Fever masking derived from the episode: {masking.agent} at {_when(masking.administered_at)}, "
+                f"after CRS onset at {_when(masking.onset_at)}; fever is no longer required (ASTCT 2019)."
+            )
+        elif onset_at is None:
+            notes.append(
+                "fever_masked was not sent, and no earlier observation in this episode is graded CRS >= 1: "
+                "fever is required."
+            )
+        else:
+            notes.append(
+                "fever_masked was not sent, and no anticytokine, corticosteroid or antipyretic is recorded "
+                f"between CRS onset at {_when(onset_at)} and this observation"
+                + (f" (within {window_hours:g} h)" if window_hours is not None else "")
+                + ": fever is required."
+            )
+        crs = (assessment.crs or CrsSection()).model_copy(update={"fever_masked": derived})
+        return assessment.model_copy(update={"crs": crs}), notes, interpretations
+    if sent != derived:
+        if masking is not None:
+            notes.append(
+                f"fever_masked false was sent, but the episode records {masking.agent} at "
+                f"{_when(masking.administered_at)} after CRS onset at {_when(masking.onset_at)}: the sent value was used."
+            )
+        else:
+            notes.append(
+                "fever_masked true was sent, but the episode records no anticytokine, corticosteroid or antipyretic "
+                "given after a CRS onset and before this observation: the sent value was used."
+            )
+    return assessment, notes, interpretations
+
+
+def with_episode_context(
+    result: AssessmentResult, notes: Sequence[str], interpretations: Sequence[Interpretation]
+) -> AssessmentResult:
+    """`result` with the episode's notes and interpretations added to its CRS part."""
+    if result.crs is None or (not notes and not interpretations):
+        return result
+    crs = result.crs.model_copy(
+        update={
+            "notes": [*notes, *result.crs.notes],
+            "interpretations": [*result.crs.interpretations, *interpretations],
+        }
+    )
+    return result.model_copy(update={"crs": crs})
+
+
+# ----------------------------------------------------------------------------------------------
+# The course of each domain
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GradePoint:
+    """One observation's result for one domain (only observations that assessed the domain)."""
+
+    observed_at: datetime
+    grade: int | None
+    status: str
+
+
+def domain_course(points: Sequence[GradePoint]) -> DomainCourse:
+    """Current, peak, onset and resolution from the points of one domain, in observed_at order."""
+    graded = [p for p in points if p.grade is not None]
+    latest = points[-1] if points else None
+    peak = max((p.grade for p in graded), default=None)  # type: ignore[type-var]
+    peak_at = next((p.observed_at for p in graded if p.grade == peak), None) if peak is not None else None
+    onset_at = next((p.observed_at for p in graded if p.grade is not None and p.grade >= 1), None)
+    resolved_at = None
+    if onset_at is not None and latest is not None and latest.grade == 0:
+        # the first of the trailing run of grade-0 observations
+        for point in reversed(points):
+            if point.grade != 0:
+                break
+            resolved_at = point.observed_at
+    return DomainCourse(
+        current_grade=latest.grade if latest else None,
+        current_status=latest.status if latest else None,
+        peak_grade=peak,
+        peak_at=peak_at,
+        onset_at=onset_at,
+        resolved_at=resolved_at,
+        masking_since=None,
+    )
+
+
+def timeline_entry(
+    observation_id: str, observed_at: datetime, result: AssessmentResult, masking: FeverMasking | None
+) -> TimelineEntry:
+    """The compact form of one graded observation that the episode shows."""
+
+    def domain(part: Any) -> TimelineDomain | None:
+        if part is None:
+            return None
+        criteria = [d.criterion for d in part.drivers if d.drives]
+        return TimelineDomain(grade=part.grade, status=part.status, explanation=[*criteria, *part.notes])
+
+    return TimelineEntry(
+        observation_id=observation_id,
+        observed_at=observed_at,
+        assessment_id=result.id,
+        crs=domain(result.crs),
+        icans=domain(result.icans),
+        fever_masking=masking,
+        flags=[f.id for f in result.flags],
+        actions=[a.id for a in result.actions],
+    )
