@@ -12,9 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 import aegrade
 from service.http import BodyLimit, install_error_handlers
+from service.pages import STATIC_DIR
+from service.pages import router as pages
 from service.routes import router
 from service.settings import ServiceSettings
 from service.episodes import EpisodeStore
@@ -70,6 +73,8 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(pages)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app
 

@@ -89,9 +89,16 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
     """Grades, commits the audit record, then answers. Grading is CPU work of about 0.1 ms, done on
     the event loop (a thread would add a hand-over and no parallelism); the commit is done by the
     audit writer's thread, which the request awaits."""
+    result, body = await grade_on_record(request.app.state, assessment)
+    return Response(body, media_type="application/json")
+
+
+async def grade_on_record(state: Any, assessment: Assessment) -> tuple[AssessmentResult, str]:
+    """Grade, then wait until the audit record is committed: the result and its JSON. Raises
+    InvalidAssessment, EngineError (the failure is then on record) or StoreUnavailable."""
     started = time.perf_counter()
-    engine: Engine = request.app.state.engine
-    writer: AuditWriter = request.app.state.writer
+    engine: Engine = state.engine
+    writer: AuditWriter = state.writer
     request_json = RawJSON(assessment.model_dump_json(exclude_unset=True))
     try:
         result = engine.assess(assessment)
@@ -117,7 +124,7 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
         "assessment %s graded in %.2f ms, committed in %.2f ms",
         result.id, (graded - started) * 1000, (time.perf_counter() - graded) * 1000,
     )
-    return Response(body, media_type="application/json")
+    return result, body
 
 
 async def _record_failure(writer: AuditWriter, request_json: RawJSON, exc: EngineError, started: float) -> None:

@@ -1,0 +1,156 @@
+"""The bedside form over HTTP (no browser): parsing, plain-language errors, blank = not reported,
+the audit record, and the same grades as the API for every shared vignette."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.form import parse_form
+from service.settings import ServiceSettings
+from tests.form_filling import form_fields
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "vignettes"
+VIGNETTES = [
+    json.loads(line)
+    for name in ("crs_icans.jsonl", "thrombosis.jsonl")
+    for line in (GOLDEN / name).read_text().splitlines()
+    if line.strip()
+]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('form') / 'audit.sqlite3'}"
+    with TestClient(create_app(ServiceSettings(database_url=url))) as test_client:
+        yield test_client
+
+
+def shown(html: str) -> dict[str, Any]:
+    """What the result panel shows: grade, status per card; flag and action ids; the record id."""
+    cards = dict(
+        (title, (grade, status))
+        for title, grade, status in re.findall(
+            r'aria-label="(CRS|ICANS)" data-grade="([^"]*)" data-status="([^"]*)"', html
+        )
+    )
+    return {
+        "cards": cards,
+        "flags": re.findall(r"\(([A-Z0-9-]+), \[", html),
+        "actions": re.findall(r"<li><strong>([a-z0-9_.-]+)</strong>:", html),
+        "id": (re.findall(r'id="assessment-id">([0-9a-f]{32})<', html) or [None])[0],
+        "errors": re.findall(r'<p class="error" id="([^"]+)-error">', html),
+    }
+
+
+def test_the_empty_form_is_served_with_labels_for_every_input(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    inputs = set(re.findall(r'<(?:input|select)[^>]* id="([^"]+)"', page.text))
+    labelled = set(re.findall(r'<label for="([^"]+)"', page.text))
+    assert inputs and inputs <= labelled, inputs - labelled
+    assert "https://" not in re.sub(r'href="https://[^"]*"', "", page.text.split("<body>")[0]), "no CDN"
+
+
+def test_static_files_are_served_by_the_service(client: TestClient) -> None:
+    page = client.get("/").text
+    for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', page):
+        assert client.get(asset).status_code == 200
+
+
+@pytest.mark.parametrize("vignette", VIGNETTES, ids=lambda v: f"{'flags' if 'expected_flags' in v else 'grades'}-{v['id']}")
+def test_form_grades_every_vignette_as_the_api_does(client: TestClient, vignette: dict[str, Any]) -> None:
+    api = client.post("/v1/assessments", json=vignette["request"]).json()
+    page = client.post("/", data=form_fields(vignette["request"]))
+    assert page.status_code == 200, shown(page.text)["errors"]
+    seen = shown(page.text)
+    for title, part in (("CRS", api["crs"]), ("ICANS", api["icans"])):
+        if part is None:
+            assert title not in seen["cards"]
+        else:
+            grade = "" if part["grade"] is None else str(part["grade"])
+            assert seen["cards"][title] == (grade, part["status"])
+    assert seen["flags"] == [f["id"] for f in api["flags"]]
+    assert seen["actions"] == [a["id"] for a in api["actions"]]
+    expected = vignette.get("expected", {})
+    if "crs_grade" in expected:
+        assert seen["cards"]["CRS"][0] == str(expected["crs_grade"])
+        assert seen["cards"]["ICANS"][0] == str(expected["icans_grade"])
+
+
+def test_a_form_grade_is_on_record(client: TestClient) -> None:
+    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38.2"})
+    record_id = shown(page.text)["id"]
+    record = client.get(f"/v1/assessments/{record_id}").json()
+    assert record["outcome"] == "graded"
+    assert record["request"] == {"patient": {"age_years": 40.0}, "vitals": {"temperature_c": 38.2}}
+    assert record["result"]["crs"]["grade"] == 1
+
+
+def test_blank_fields_are_not_reported_never_normal() -> None:
+    parsed = parse_form({"patient.age_years": ["40"], "vitals.sbp_mmhg": [""], "crs.hypotension": [""], "crs.vasopressors": []})
+    assert parsed.data == {"patient": {"age_years": 40.0}} and not parsed.errors
+
+
+def test_none_ticked_means_an_empty_list() -> None:
+    parsed = parse_form({"patient.age_years": ["40"], "crs.vasopressors": ["none"], "neuro.icp_signs": ["none"]})
+    assert parsed.data["crs"]["vasopressors"] == [] and parsed.data["neuro"]["icp_signs"] == []
+
+
+def test_missing_domains_are_shown_as_not_reported(client: TestClient) -> None:
+    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38.5"}).text
+    assert "<strong>Not reported:</strong> hypotension, oxygen" in page
+    assert 'Not reported</p>\n    <p>Nothing for this grade was entered' in page  # the ICANS card
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"patient.age_years": "forty"}, "patient.age_years", "Enter a number"),
+        ({"patient.age_years": ""}, "patient.age_years", "Required."),
+        ({"patient.age_years": "40", "vitals.temperature": "50"}, "vitals.temperature", "Must be at most 45 °C."),
+        ({"patient.age_years": "40", "vitals.temperature": "50", "vitals.temperature_unit": "f"}, "vitals.temperature", "Must be at least 77 °F."),
+        ({"patient.age_years": "40", "vitals.temperature": "nan"}, "vitals.temperature", "Enter a number"),
+        ({"patient.age_years": "40", "crs.oxygen.device": "nasal_cannula"}, "crs.oxygen.flow_l_min", "flow"),
+        ({"patient.age_years": "40", "crs.vasopressors": ["none", "vasopressin"]}, "crs.vasopressors", "cannot be ticked together"),
+        ({"patient.age_years": "40", "neuro.ice.orientation": "4"}, "neuro.ice.naming", "all five ICE tasks"),
+        ({"patient.age_years": "7", **{f"neuro.ice.{k}": "1" for k in ("orientation", "naming", "commands", "writing", "attention")}}, "neuro.ice", "CAPD applies"),
+        ({"patient.age_years": "40", "neuro.seizure": "sometimes"}, "neuro.seizure", "Choose one of the options"),
+        ({"patient.age_years": "40", "patient.height": "180"}, "", "no field"),
+        ({"patient.age_years": "40", "blinatumomab.dose.value": "28"}, "blinatumomab.dose.unit", "both the dose and its unit"),
+    ],
+)
+def test_errors_are_next_to_their_field_in_plain_words_and_input_is_kept(
+    client: TestClient, fields: dict[str, Any], field: str, message: str
+) -> None:
+    page = client.post("/", data=fields)
+    assert page.status_code == 422
+    if field:
+        block = re.search(rf'<p class="error" id="{re.escape(field)}-error">(.*?)</p>', page.text)
+        assert block is not None, shown(page.text)["errors"]
+        assert message in block.group(1)
+    else:
+        assert message in page.text
+    assert 'id="error-summary"' in page.text and shown(page.text)["id"] is None, "no grade with an error"
+    for name, value in fields.items():
+        if isinstance(value, str) and value and name in ("patient.age_years", "vitals.temperature"):
+            assert f'name="{name}" value="{value}"' in page.text
+
+
+def test_a_body_that_is_not_a_form_is_400_not_500(client: TestClient) -> None:
+    page = client.post("/", content=b"\xff\xfe", headers={"content-type": "multipart/form-data; boundary=x"})
+    assert page.status_code == 400 and "could not be read" in page.text
+
+
+def test_the_form_needs_no_api_key(tmp_path: Path) -> None:
+    settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", api_keys=["k" * 20])
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/").status_code == 200
+        assert client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38"}).status_code == 200

@@ -1,0 +1,78 @@
+"""From an API request to the bedside form's fields: how a nurse would fill the form for it.
+
+Shared by the form tests (TestClient) and the browser tests (Playwright). A total ICE or CAPD
+score is entered as items that add up to it, since the form asks for items.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.form import FIELDS
+
+ICE_MAXIMA = (("orientation", 4), ("naming", 3), ("commands", 1), ("writing", 1), ("attention", 1))
+
+
+class Unfillable(Exception):
+    """The request has a field the form does not ask for."""
+
+
+def split_total(total: int, maxima: list[int]) -> list[int]:
+    """Item scores, each within its maximum, that add up to `total` (filled from the first item)."""
+    items = []
+    for maximum in maxima:
+        take = min(maximum, total)
+        items.append(take)
+        total -= take
+    if total:
+        raise Unfillable(f"total too large for items {maxima}")
+    return items
+
+
+def form_fields(request: dict[str, Any]) -> dict[str, list[str]]:
+    """name -> values, as the browser would post them."""
+    out: dict[str, list[str]] = {}
+
+    def put(name: str, value: Any) -> None:
+        if name not in FIELDS:
+            raise Unfillable(name)
+        if isinstance(value, bool):
+            kind = FIELDS[name].kind
+            if kind == "check":
+                if value:
+                    out[name] = ["yes"]
+            else:
+                out[name] = ["yes" if value else "no"]
+        elif isinstance(value, list):
+            out[name] = [str(v) for v in value] or (["none"] if any(o == "none" for o, _ in FIELDS[name].options) else [])
+        else:
+            out[name] = [str(value)]
+
+    for section, content in request.items():
+        for key, value in content.items():
+            path = f"{section}.{key}"
+            if path in ("vitals.temperature_c", "vitals.temperature_f"):
+                out["vitals.temperature"] = [str(value)]
+                out["vitals.temperature_unit"] = [path[-1]]
+            elif path == "crs.oxygen" or path == "blinatumomab.dose":
+                for k, v in value.items():
+                    put(f"{path}.{k}", v)
+            elif path == "neuro.ice_score":
+                for (item, _), score in zip(ICE_MAXIMA, split_total(value, [m for _, m in ICE_MAXIMA]), strict=True):
+                    out[f"neuro.ice.{item}"] = [str(score)]
+            elif path == "neuro.ice":
+                for item, score in value.items():
+                    out[f"neuro.ice.{item}"] = [str(score)]
+            elif path == "neuro.capd_score":
+                for i, score in enumerate(split_total(value, [4] * 8)):
+                    out[f"neuro.capd.{i}"] = [str(score)]
+            elif path == "neuro.capd":
+                for i, score in enumerate(value):
+                    out[f"neuro.capd.{i}"] = [str(score)]
+            elif path == "crs.fever_masked" and value is False:
+                pass  # an unticked box: the engine takes it as false and says so
+            else:
+                put(path, value)
+        if section == "blinatumomab":
+            out["blinatumomab.on"] = ["yes"]
+    return out
