@@ -1,0 +1,220 @@
+"""The bedside form in a real browser (Debian's Chromium, Playwright) against a real uvicorn."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from service.form import FIELDS
+from tests.api.server import Server
+from tests.form_filling import form_fields
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "vignettes" / "crs_icans.jsonl"
+VIGNETTES = {v["id"]: v for v in (json.loads(line) for line in GOLDEN.read_text().splitlines() if line.strip())}
+CASES = {
+    "V04": "adult scored by ICE",
+    "V24": "child scored by CAPD",
+    "V19": "fever masked after tocilizumab",
+    "V01": "no CRS",
+}
+
+
+def by_id(name: str) -> str:
+    return f'[id="{name}"]'
+
+
+def fill(page: Page, fields: dict[str, list[str]]) -> None:
+    """Fill the form as a person would: age first (it decides which tool is shown)."""
+    ordered = sorted(fields.items(), key=lambda item: item[0] != "patient.age_years")
+    for name, values in ordered:
+        spec = FIELDS[name]
+        if spec.kind == "check":
+            page.check(by_id(name))
+        elif spec.kind == "multi":
+            for value in values:
+                page.check(by_id(f"{name}--{value}"))
+        elif spec.kind in ("choice", "yesno"):
+            page.select_option(by_id(name), values[0])
+        else:
+            page.fill(by_id(name), values[0])
+
+
+def shown_grade(page: Page, title: str) -> tuple[str | None, str | None]:
+    card = page.locator(f'section.grade-card[aria-label="{title}"]')
+    return card.get_attribute("data-grade"), card.get_attribute("data-status")
+
+
+def serious_violations(page: Page, axe_source: str) -> list[dict[str, Any]]:
+    page.add_script_tag(content=axe_source)
+    results = page.evaluate("async () => await axe.run(document, {resultTypes: ['violations']})")
+    return [
+        {"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:5]}
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("vignette_id", list(CASES), ids=lambda v: f"{v}-{CASES[v].replace(' ', '-')}")
+def test_vignette_graded_in_the_browser_as_by_the_api(
+    page: Page, server: Server, screenshots: Path, vignette_id: str
+) -> None:
+    vignette = VIGNETTES[vignette_id]
+    page.goto("/")
+    fill(page, form_fields(vignette["request"]))
+    page.screenshot(path=screenshots / f"{vignette_id}-filled.png", full_page=True)
+    page.get_by_role("button", name="Grade").click()
+    expect(page.locator("#result")).to_be_visible()
+    page.screenshot(path=screenshots / f"{vignette_id}-result.png", full_page=True)
+
+    api = httpx.post(f"{server.url}/v1/assessments", json=vignette["request"]).json()
+    crs, icans = shown_grade(page, "CRS"), shown_grade(page, "ICANS")
+    assert crs == (str(api["crs"]["grade"]), api["crs"]["status"])
+    assert icans == (str(api["icans"]["grade"]), api["icans"]["status"])
+    assert (crs[0], icans[0]) == (str(vignette["expected"]["crs_grade"]), str(vignette["expected"]["icans_grade"]))
+    # the grade is written out, not only coloured
+    expect(page.locator('section.grade-card[aria-label="CRS"] .grade-text')).to_contain_text(
+        f"Grade {api['crs']['grade']}"
+    )
+    assert api["icans"]["tool"] in page.locator('section.grade-card[aria-label="ICANS"] h3').inner_text()
+    assert len(page.locator("#assessment-id").inner_text()) == 32
+
+
+def test_invalid_value_shows_an_inline_error_and_keeps_the_input(page: Page, screenshots: Path) -> None:
+    page.goto("/")
+    page.fill(by_id("patient.age_years"), "forty")
+    page.fill(by_id("vitals.temperature"), "38.6")
+    page.get_by_role("button", name="Grade").click()
+    error = page.locator(by_id("patient.age_years-error"))
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("Enter a number")
+    field = page.locator(by_id("patient.age_years"))
+    expect(field).to_have_value("forty")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(page.locator(by_id("vitals.temperature"))).to_have_value("38.6")
+    expect(page.locator("#error-summary")).to_be_focused()
+    assert page.locator("#result").count() == 0
+    page.screenshot(path=screenshots / "invalid-inline-error.png", full_page=True)
+
+
+@pytest.mark.parametrize(("fahrenheit", "crs_grade"), [("100.4", "1"), ("100.3", "0")])
+def test_fahrenheit_switch(page: Page, fahrenheit: str, crs_grade: str) -> None:
+    page.goto("/")
+    fill(page, {"patient.age_years": ["45"], "crs.hypotension": ["no"], "crs.vasopressors": ["none"], "crs.oxygen.device": ["none"]})
+    page.select_option(by_id("vitals.temperature_unit"), "f")
+    expect(page.locator(by_id("vitals.temperature"))).to_have_attribute("placeholder", "e.g. 101.3 (°F)")
+    page.fill(by_id("vitals.temperature"), fahrenheit)
+    page.get_by_role("button", name="Grade").click()
+    assert shown_grade(page, "CRS")[0] == crs_grade
+    expect(page.locator(by_id("vitals.temperature_unit"))).to_have_value("f")  # kept for the next entry
+
+
+def test_ice_total_is_computed_as_you_tick_and_capd_replaces_it_for_a_child(page: Page) -> None:
+    page.goto("/")
+    page.fill(by_id("patient.age_years"), "45")
+    for item, score in (("orientation", "3"), ("naming", "2"), ("commands", "1"), ("writing", "0")):
+        page.select_option(by_id(f"neuro.ice.{item}"), score)
+    expect(page.locator("#ice-total")).to_have_text("4 of 5 scored")
+    page.select_option(by_id("neuro.ice.attention"), "1")
+    expect(page.locator("#ice-total")).to_have_text("Total 7 / 10")
+    expect(page.locator(by_id("neuro.capd"))).to_be_hidden()
+
+    page.goto("/")
+    page.fill(by_id("patient.age_years"), "7")
+    expect(page.locator(by_id("neuro.ice"))).to_be_hidden()
+    expect(page.locator(by_id("neuro.capd"))).to_be_visible()
+    page.fill(by_id("patient.age_years"), "14")
+    page.check(by_id("patient.developmental_delay"))
+    expect(page.locator(by_id("neuro.capd"))).to_be_visible()
+    for i in range(8):
+        page.select_option(by_id(f"neuro.capd.{i}"), "2")
+    expect(page.locator("#capd-total")).to_have_text("Total 16 / 32")
+
+
+def test_flow_field_only_for_devices_that_need_it(page: Page) -> None:
+    page.goto("/")
+    flow = page.locator('[data-field="crs.oxygen.flow_l_min"]')
+    page.select_option(by_id("crs.oxygen.device"), "bipap")
+    expect(flow).to_be_hidden()
+    page.select_option(by_id("crs.oxygen.device"), "nasal_cannula")
+    expect(flow).to_be_visible()
+
+
+def test_phone_layout(browser: Browser, server: Server, screenshots: Path) -> None:
+    context = browser.new_context(base_url=server.url, viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto("/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360, "no sideways scrolling at 360 px"
+    page.screenshot(path=screenshots / "phone-form.png", full_page=True)
+    small = page.evaluate(
+        """() => [...document.querySelectorAll('input[type=text], select, button, .button, .check, summary')]
+              .filter(e => e.offsetParent !== null)
+              .map(e => [e.id || e.className || e.tagName, e.getBoundingClientRect().height, e.getBoundingClientRect().width])
+              .filter(([_, h, w]) => h < 44 || w < 44)"""
+    )
+    assert small == [], f"tap targets under 44 px: {small[:10]}"
+    fill(page, form_fields(VIGNETTES["V24"]["request"]))
+    page.get_by_role("button", name="Grade").click()
+    expect(page.locator("#result")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360
+    page.screenshot(path=screenshots / "phone-result.png", full_page=True)
+    context.close()
+
+
+def test_works_with_javascript_off(browser: Browser, server: Server) -> None:
+    context = browser.new_context(base_url=server.url, java_script_enabled=False)
+    page = context.new_page()
+    page.goto("/")
+    expect(page.locator(by_id("neuro.ice"))).to_be_visible()  # both tools shown, nothing hidden
+    expect(page.locator(by_id("neuro.capd"))).to_be_visible()
+    fill(page, form_fields(VIGNETTES["V04"]["request"]))
+    page.get_by_role("button", name="Grade").click()
+    assert shown_grade(page, "CRS") == ("2", "graded")
+    assert shown_grade(page, "ICANS") == ("1", "graded")
+    context.close()
+
+
+def test_keyboard_only(page: Page) -> None:
+    page.goto("/")
+    order = []
+    for _ in range(7):
+        page.keyboard.press("Tab")
+        order.append(page.evaluate("document.activeElement.id"))
+    assert order == [
+        "patient.age_years",
+        "patient.weight_kg",
+        "patient.developmental_delay",
+        "vitals.temperature",
+        "vitals.temperature_unit",
+        "vitals.sbp_mmhg",
+        "vitals.map_mmhg",
+    ]
+    for _ in range(3):
+        page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "vitals.temperature"
+    page.keyboard.type("38.4")
+    for _ in range(3):
+        page.keyboard.press("Shift+Tab")
+    assert page.evaluate("document.activeElement.id") == "patient.age_years"
+    page.keyboard.type("40")
+    page.keyboard.press("Enter")  # submits from a text field
+    expect(page.locator("#result")).to_be_visible()
+    assert shown_grade(page, "CRS")[0] == "1"
+    expect(page.locator("#result")).to_be_focused()
+
+
+def test_no_serious_accessibility_violations(page: Page, axe_source: str) -> None:
+    page.goto("/")
+    assert serious_violations(page, axe_source) == []
+    page.fill(by_id("patient.age_years"), "forty")
+    page.get_by_role("button", name="Grade").click()
+    assert serious_violations(page, axe_source) == []
+    page.goto("/")
+    fill(page, form_fields(VIGNETTES["V14"]["request"]))
+    page.get_by_role("button", name="Grade").click()
+    expect(page.locator("#result")).to_be_visible()
+    assert serious_violations(page, axe_source) == []
