@@ -3,11 +3,12 @@
 Pure logic, no storage (service/episode_store.py stores episodes). Each observation is graded by
 the stateless engine; the history adds only two things:
 
-1. **Fever masking** (ASTCT 2019, Lee et al. BBMT 2019;25:625, table 2 footnote: "fever is no longer
-   required to grade subsequent CRS severity" once antipyretic or anticytokine therapy such as
-   tocilizumab or steroids has been given). Here: once CRS has been graded >= 1 (the onset) and a
-   masking agent has been recorded at or after the onset, every later observation is graded with
-   fever no longer required. An explicit `crs.fever_masked` in the observation wins, and the result
+1. **Fever masking.** ASTCT 2019 (Lee et al., BBMT 2019;25:625-638, the fever footnote of the CRS
+   table, [R2] in crs-icans-research.md §1.1): "In patients who have CRS then receive antipyretic
+   or anticytokine therapy such as tocilizumab or steroids, fever is no longer required to grade
+   subsequent CRS severity." Here: once CRS has been graded >= 1 (the onset) and a masking agent
+   has been recorded at or after the onset, every later observation is graded with fever no
+   longer required. An explicit `crs.fever_masked` in the observation wins, and the result
    notes any conflict with the history.
 2. **The course**: the current, peak, onset and resolution of each of CRS and ICANS.
 
