@@ -302,7 +302,10 @@ class Parsed:
 
 
 def _number(text: str) -> float | None:
-    text = text.strip().replace(",", ".", 1) if text.count(",") == 1 and "." not in text else text.strip()
+    """A finite number, or None. A comma is refused, never guessed: "1,200" could be 1.2 or 1200."""
+    text = text.strip()
+    if "," in text:
+        return None
     try:
         value = float(text)
     except ValueError:
@@ -330,7 +333,7 @@ def parse_form(form: Mapping[str, list[str]]) -> Parsed:
         if spec.kind == "number":
             number = _number(raw)
             if number is None:
-                out.error(name, "Enter a number, e.g. 38.5.")
+                out.error(name, "Enter a number with a point for decimals and no separators, e.g. 38.5 or 1200.")
             else:
                 out.put(name, number)
         elif spec.kind == "integer":

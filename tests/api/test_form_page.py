@@ -118,6 +118,8 @@ def test_missing_domains_are_shown_as_not_reported(client: TestClient) -> None:
         ({"patient.age_years": "40", "vitals.temperature": "50"}, "vitals.temperature", "Must be at most 45 °C."),
         ({"patient.age_years": "40", "vitals.temperature": "50", "vitals.temperature_unit": "f"}, "vitals.temperature", "Must be at least 77 °F."),
         ({"patient.age_years": "40", "vitals.temperature": "nan"}, "vitals.temperature", "Enter a number"),
+        ({"patient.age_years": "40", "vitals.temperature": "38,5"}, "vitals.temperature", "a point for decimals"),
+        ({"patient.age_years": "9", "thrombosis.alt_U_L": "1,200"}, "thrombosis.alt_U_L", "no separators"),
         ({"patient.age_years": "40", "crs.oxygen.device": "nasal_cannula"}, "crs.oxygen.flow_l_min", "flow"),
         ({"patient.age_years": "40", "crs.vasopressors": ["none", "vasopressin"]}, "crs.vasopressors", "cannot be ticked together"),
         ({"patient.age_years": "40", "neuro.ice.orientation": "4"}, "neuro.ice.naming", "all five ICE tasks"),
