@@ -189,15 +189,16 @@ class EpisodeStore:
             observation_id = uuid.uuid4().hex
             onset = self._onset_before(conn, patient_id, observed_at, inclusive=False)
             history = self._masking_treatments(conn, patient_id)
-            result, masking = self._grade(assessment, observed_at, onset, history)
-            audit = [self._audit(result, json.loads(sent), patient_id, observation_id, "graded")]
+            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history)
+            as_sent = json.loads(sent)
+            audit = [self._audit(result, as_sent, patient_id, observation_id, "graded", grading_ms)]
             conn.execute(
                 observations.insert().values(
                     id=observation_id,
                     patient_id=patient_id,
                     observed_at=observed_at,
                     received_at=now,
-                    request=json.loads(assessment.model_dump_json(exclude_unset=True)),
+                    request={k: v for k, v in as_sent.items() if k != "observed_at"},
                     **_grade_columns(observation_id, observed_at, result, masking),
                 )
             )
@@ -294,12 +295,14 @@ class EpisodeStore:
 
     def _grade(
         self, assessment: Assessment, observed_at: datetime, onset: datetime | None, history: Sequence[GivenTreatment]
-    ) -> tuple[Any, FeverMasking | None]:
+    ) -> tuple[Any, FeverMasking | None, float]:
+        """The result in the context of the history, its masking, and the grading time in ms."""
+        started = time.perf_counter()
         window = self.masking_window_hours
         masking = fever_masking(observed_at, onset, history, window_hours=window)
         graded, notes, interpretations = apply_fever_masking(assessment, masking, onset, window_hours=window)
         result = with_episode_context(self.engine.assess(graded), notes, interpretations)
-        return result, masking
+        return result, masking, (time.perf_counter() - started) * 1000
 
     def _onset_before(self, conn: Connection, patient_id: str, moment: datetime, *, inclusive: bool) -> datetime | None:
         """The first observation graded CRS >= 1 before `moment` (or at it, when inclusive)."""
@@ -341,21 +344,21 @@ class EpisodeStore:
         for row in later:
             observed_at = _utc(row.observed_at)
             assessment = Assessment.model_validate_json(json.dumps(row.request))
-            result, masking = self._grade(assessment, observed_at, onset, history)
+            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history)
             conn.execute(
                 update(observations)
                 .where(observations.c.id == row.id)
                 .values(**_grade_columns(row.id, observed_at, result, masking))
             )
             sent = {**row.request, "observed_at": observed_at.isoformat()}
-            audit.append(self._audit(result, sent, patient_id, row.id, "regraded"))
+            audit.append(self._audit(result, sent, patient_id, row.id, "regraded", grading_ms))
             if onset is None and result.crs is not None and (result.crs.grade or 0) >= 1:
                 onset = observed_at
             regraded.append(row.id)
         return regraded
 
     def _audit(
-        self, result: Any, sent: dict[str, Any], patient_id: str, observation_id: str, outcome: str
+        self, result: Any, sent: dict[str, Any], patient_id: str, observation_id: str, outcome: str, grading_ms: float
     ) -> AuditRecord:
         return AuditRecord(
             id=result.id,
@@ -365,7 +368,7 @@ class EpisodeStore:
             result=json.loads(result.model_dump_json()),
             error=None,
             rulesets=[r.model_dump(mode="json") for r in result.rulesets],
-            duration_ms=0.0,
+            duration_ms=grading_ms,
         )
 
     @staticmethod

@@ -281,6 +281,8 @@ BLINATUMOMAB = FormSection(
 FORM: tuple[FormSection, ...] = (PATIENT, VITALS, CRS, NEURO, THROMBOSIS, BLINATUMOMAB)
 FIELDS: dict[str, FormField] = {f.name: f for s in FORM for f in s.fields}
 GROUPS = {"neuro.ice", "neuro.capd", "crs.oxygen", "blinatumomab.dose"}
+LABELS: dict[str, str] = {name: f.label for name, f in FIELDS.items()} | {"neuro.ice": "ICE", "neuro.capd": "CAPD"}
+"""What the error summary calls each field or group."""
 
 # ---- parsing ------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from fastapi.templating import Jinja2Templates
 from aegrade import Engine
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.models import AssessmentResult
-from service.form import FIELDS, FLOW_DEVICES, FORM, assessment_from_form, errors_from_validation, form_values
+from service.form import FLOW_DEVICES, FORM, LABELS, assessment_from_form, errors_from_validation, form_values
 from service.routes import grade_on_record
 from service.store import StoreUnavailable
 
@@ -65,7 +65,7 @@ def _page(
         "sections": FORM,
         "values": values,
         "errors": errors,
-        "labels": {name: f.label for name, f in FIELDS.items()} | {"neuro.ice": "ICE", "neuro.capd": "CAPD"},
+        "labels": LABELS,
         "result": result,
         "failure": failure,
         "open_sections": open_sections,

@@ -6,19 +6,21 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from aegrade import Engine
 from aegrade.episodes import Episode, Observation, ObservationResult, Treatment, TreatmentResult
 from aegrade.errors import EngineError
 from aegrade.models import Assessment, AssessmentResult
-from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore, IdempotencyConflict
+from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore, IdempotencyConflict, Replayable
 from service.http import ApiError, keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
 from service.settings import ServiceSettings
@@ -223,8 +225,23 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _episode_answer(body: str, replayed: bool) -> Response:
-    return Response(body, media_type="application/json", headers={"Idempotent-Replayed": "true"} if replayed else None)
+async def _episode_write(request: Request, sent: BaseModel, write: Callable[..., Replayable], *args: Any, **kwargs: Any) -> Response:
+    """Run an episode write in the thread pool (it holds a database lock while it grades): a 409 for
+    a reused Idempotency-Key, and an engine failure put on record before the 500."""
+    started = time.perf_counter()
+    try:
+        answer = await run_in_threadpool(write, *args, **kwargs)
+    except EngineError as exc:
+        await _record_failure(request.app.state.writer, RawJSON(sent.model_dump_json(exclude_unset=True)), exc, started)
+        raise
+    except IdempotencyConflict as exc:
+        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
+    logger.info(
+        "%s stored in %.2f ms%s", request.url.path.rsplit("/", 1)[-1], (time.perf_counter() - started) * 1000,
+        " (replayed)" if answer.replayed else "",
+    )
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    return Response(answer.body, media_type="application/json", headers=headers)
 
 
 @v1.post(
@@ -238,17 +255,8 @@ async def add_observation(
 ) -> Response:
     """Grades the observation with the fever masking that the recorded treatments imply, stores it
     with its audit record, and grades again the later observations whose history it changed."""
-    started = time.perf_counter()
     episodes: EpisodeStore = request.app.state.episodes
-    try:
-        answer = await run_in_threadpool(episodes.add_observation, patient_id, observation, key=idempotency_key)
-    except EngineError as exc:
-        await _record_failure(request.app.state.writer, RawJSON(observation.model_dump_json(exclude_unset=True)), exc, started)
-        raise
-    except IdempotencyConflict as exc:
-        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
-    logger.info("observation stored in %.2f ms%s", (time.perf_counter() - started) * 1000, " (replayed)" if answer.replayed else "")
-    return _episode_answer(answer.body, answer.replayed)
+    return await _episode_write(request, observation, episodes.add_observation, patient_id, observation, key=idempotency_key)
 
 
 @v1.post(
@@ -263,16 +271,8 @@ async def add_treatment(
     """Stores the treatment. A tocilizumab, anakinra, corticosteroid or antipyretic dose makes fever
     no longer required for the observations after it (once CRS has begun); those are graded again,
     and their ids are listed in `regraded`."""
-    started = time.perf_counter()
     episodes: EpisodeStore = request.app.state.episodes
-    try:
-        answer = await run_in_threadpool(episodes.add_treatment, patient_id, treatment, key=idempotency_key)
-    except EngineError as exc:
-        await _record_failure(request.app.state.writer, RawJSON(treatment.model_dump_json(exclude_unset=True)), exc, started)
-        raise
-    except IdempotencyConflict as exc:
-        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
-    return _episode_answer(answer.body, answer.replayed)
+    return await _episode_write(request, treatment, episodes.add_treatment, patient_id, treatment, key=idempotency_key)
 
 
 @v1.get(

@@ -172,6 +172,7 @@ def test_out_of_order_arrival_is_placed_and_later_grades_recomputed(client: Test
     regraded_id = b["timeline"][1]["assessment_id"]
     record = client.get(f"/v1/assessments/{regraded_id}").json()
     assert record["outcome"] == "regraded"
+    assert record["duration_ms"] > 0, "the grading time is measured, not a placeholder"
     assert record["request"]["patient_id"] == shuffled
     assert record["result"]["crs"]["grade"] == 2
     assert client.get(f"/v1/assessments/{early['id']}").json()["result"]["crs"]["grade"] == 0
