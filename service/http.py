@@ -4,7 +4,8 @@
 |---|---|---|
 | 400 | the body is not JSON | ValidationErrorResponse (type json_invalid) |
 | 401 | AEGRADE_API_KEYS is set and the bearer key is missing or wrong | ProblemResponse (unauthorized) |
-| 404 | no such assessment | ProblemResponse (not_found) |
+| 404 | no such assessment |
+| 412 | CDS Hooks: a prefetch the service needs is missing (it does not query FHIR servers) | ProblemResponse (prefetch_missing) | ProblemResponse (not_found) |
 | 413 | the body is over AEGRADE_MAX_BODY_BYTES | ProblemResponse (body_too_large) |
 | 422 | invalid or contradictory input | ValidationErrorResponse, one entry per field |
 | 500 | the engine's evaluators disagreed or lost a result: no grade | ProblemResponse (the engine error's code) |
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegrade.errors import EngineError, InvalidAssessment
+from aegrade.fhir import FhirInputError
 from service.store import StoreUnavailable
 
 __all__ = ["ApiError", "BodyLimit", "install_error_handlers", "keys_match"]
@@ -135,6 +137,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _assessment_invalid(_request: Request, exc: InvalidAssessment) -> JSONResponse:
         body = [{"loc": ["body", *e.loc], "msg": e.msg, "type": e.code} for e in exc.errors]
         return JSONResponse({"detail": body}, status_code=422)
+
+    @app.exception_handler(FhirInputError)
+    async def _fhir_invalid(_request: Request, exc: FhirInputError) -> JSONResponse:
+        return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:

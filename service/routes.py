@@ -37,6 +37,7 @@ _DESCRIPTIONS = {
     400: "The body is not JSON.",
     401: "AEGRADE_API_KEYS is set and the bearer key is missing or wrong.",
     404: "No such assessment or patient.",
+    412: "CDS Hooks: a prefetch the service needs is missing, and it does not query FHIR servers itself.",
     409: "The Idempotency-Key was used before, for this patient, with a different request.",
     413: "The body is over the configured limit (AEGRADE_MAX_BODY_BYTES).",
     422: "Invalid or contradictory input: each entry names the field.",
@@ -95,18 +96,30 @@ async def create_assessment(assessment: Assessment, request: Request) -> Respons
     return Response(body, media_type="application/json")
 
 
-async def grade_on_record(state: Any, assessment: Assessment) -> tuple[AssessmentResult, str]:
+async def grade_on_record(
+    state: Any,
+    assessment: Assessment,
+    *,
+    recorded_request: dict[str, Any] | None = None,
+    finish: Callable[[AssessmentResult], AssessmentResult] | None = None,
+) -> tuple[AssessmentResult, str]:
     """Grade, then wait until the audit record is committed: the result and its JSON. Raises
-    InvalidAssessment, EngineError (the failure is then on record) or StoreUnavailable."""
+    InvalidAssessment, EngineError (the failure is then on record) or StoreUnavailable.
+
+    `recorded_request` replaces the assessment as the record's request (the FHIR routes keep what
+    was sent beside what it was mapped to); `finish` adds to the result before it is recorded."""
     started = time.perf_counter()
     engine: Engine = state.engine
     writer: AuditWriter = state.writer
-    request_json = RawJSON(assessment.model_dump_json(exclude_unset=True))
+    assessment_json = assessment.model_dump_json(exclude_unset=True)
+    request_json: RawJSON | dict[str, Any] = RawJSON(assessment_json) if recorded_request is None else recorded_request
     try:
         result = engine.assess(assessment)
     except EngineError as exc:
         await _record_failure(writer, request_json, exc, started)
         raise
+    if finish is not None:
+        result = finish(result)
     graded = time.perf_counter()
     body = result.model_dump_json()
     await _committed(
@@ -129,7 +142,7 @@ async def grade_on_record(state: Any, assessment: Assessment) -> tuple[Assessmen
     return result, body
 
 
-async def _record_failure(writer: AuditWriter, request_json: RawJSON, exc: EngineError, started: float) -> None:
+async def _record_failure(writer: AuditWriter, request_json: RawJSON | dict[str, Any], exc: EngineError, started: float) -> None:
     """No grade is given, but the failure is on record."""
     failure = AuditRecord(
         id=uuid.uuid4().hex,

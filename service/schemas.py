@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from aegrade.episodes import ObservationResult
+from aegrade.fhir import FhirAssessmentResult
 from aegrade.models import AssessmentResult, RulesetRef
 
 __all__ = [
@@ -66,7 +67,7 @@ class StoredAssessment(_Out):
             "{patient_id, observation_id, observation}."
         )
     )
-    result: ObservationResult | AssessmentResult | None
+    result: FhirAssessmentResult | ObservationResult | AssessmentResult | None
     error: Problem | None
     rulesets: list[RulesetRef]
     duration_ms: float

@@ -8,6 +8,8 @@
 | AEGRADE_API_KEYS | (empty: no authentication) | comma-separated keys; when set, /v1/* needs Authorization: Bearer <key> |
 | AEGRADE_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | AEGRADE_LOG_LEVEL | INFO | log level of the aegrade loggers |
+| AEGRADE_FHIR_WINDOW_HOURS | 4 | FHIR input: Observations older than this before the assessment time are not used |
+| AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration sets fever_masked (an interpretation) |
 | AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
 """
 
@@ -42,6 +44,20 @@ class ServiceSettings(BaseSettings):
         description=(
             "Episodes: hours after a tocilizumab, corticosteroid or antipyretic dose during which fever stays "
             "masked. Empty: for the rest of the episode. ASTCT 2019 sets no duration; either is an interpretation."
+        ),
+    )
+
+    fhir_window_hours: float = Field(
+        default=4.0,
+        gt=0,
+        le=24 * 7,
+        description="FHIR input: the latest value of each kind no older than this before the assessment time is used.",
+    )
+    fhir_administrations_mask_fever: bool = Field(
+        default=True,
+        description=(
+            "FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration at or before the "
+            "assessment sets crs.fever_masked (a snapshot has no CRS onset; an interpretation named in the result)."
         ),
     )
 
