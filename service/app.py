@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 import aegrade
+from service.cds_hooks import router as cds_router
 from service.fhir_routes import router as fhir_router
 from service.http import BodyLimit, install_error_handlers
 from service.pages import STATIC_DIR
@@ -75,6 +76,7 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(fhir_router)
+    app.include_router(cds_router)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
