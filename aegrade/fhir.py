@@ -548,7 +548,7 @@ def map_resources(
     if as_of is None:
         times = [c.when for c in reader.candidates]
         as_of = max(times) if times else None
-    if as_of is None:
+    if as_of is None and not reader.problems:
         problems.append(FieldError(loc=("body",), msg="no Observation read by aegrade: nothing to grade", code="missing"))
     if problems or reader.problems or as_of is None or patient is None:
         raise FhirInputError([*problems, *reader.problems])
