@@ -1,0 +1,160 @@
+"""CDS Hooks round trip (discovery, call, feedback) against the CDS Hooks 2.0 schema written from the
+specification (tests/fixtures/cds_hooks/), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import sqlalchemy
+from fastapi.testclient import TestClient
+
+from aegrade.fhir_codes import LOINC
+from service.app import create_app
+from service.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((ROOT / "fixtures" / "cds_hooks" / "cds-hooks-2.0.schema.json").read_text())
+
+
+def _validate(instance: Any, part: str) -> None:
+    schema = {**SCHEMA[part], "$defs": SCHEMA["$defs"]}
+    jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(instance)
+
+
+@pytest.fixture
+def client(database_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(ServiceSettings(database_url=database_url))) as test_client:
+        yield test_client
+
+
+def _call(vignette: str, *, hook: str = "patient-view", minutes_ago: int = 10) -> dict[str, Any]:
+    """The vignette's fixture Bundle as a CDS Hooks prefetch, its times moved to just now."""
+    text = (ROOT / "fixtures" / "fhir" / f"{vignette}.json").read_text()
+    when = datetime.now(timezone.utc) - timedelta(minutes=minutes_ago)
+    text = text.replace("2026-06-01T10:00:00Z", when.isoformat().replace("+00:00", "Z"))
+    text = text.replace("2026-06-01T09:", (when - timedelta(hours=1)).strftime("%Y-%m-%dT%H:"))
+    text = text.replace("2026-06-01T08:", (when - timedelta(hours=2)).strftime("%Y-%m-%dT%H:"))
+    resources = [e["resource"] for e in json.loads(text)["entry"]]
+    patient = resources[0]
+    born = date_years_ago(when, int(json.loads(text)["entry"][0]["resource"]["birthDate"][:4]))
+    patient["birthDate"] = born
+    observations = [r for r in resources if r["resourceType"] == "Observation"]
+    vitals = [r for r in observations if r["code"]["coding"][0]["system"] == LOINC]
+    search = lambda rs: {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in rs]}  # noqa: E731
+    call: dict[str, Any] = {
+        "hook": hook,
+        "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+        "context": {"userId": "Practitioner/example", "patientId": patient["id"]},
+        "prefetch": {
+            "patient": patient,
+            "vitals": search(vitals),
+            "assessments": search([r for r in observations if r not in vitals]),
+            "medications": search([r for r in resources if r["resourceType"] in ("MedicationAdministration", "Medication")]),
+        },
+    }
+    if hook == "order-sign":
+        call["context"]["draftOrders"] = {"resourceType": "Bundle", "type": "collection", "entry": []}
+    return call
+
+
+def date_years_ago(when: datetime, fixture_year: int) -> str:
+    """The birth date that keeps the fixture's age (fixtures are dated 2026-06-01) at `when`."""
+    years = 2026 - fixture_year
+    return when.date().replace(year=when.year - years).isoformat()
+
+
+def test_discovery_conforms_and_lists_both_hooks(client: TestClient) -> None:
+    body = client.get("/cds-services").json()
+    _validate(body, "discovery")
+    assert {s["hook"] for s in body["services"]} == {"patient-view", "order-sign"}
+    for service in body["services"]:
+        assert set(service["prefetch"]) == {"patient", "vitals", "assessments", "medications"}
+        assert all("{{context.patientId}}" in template for template in service["prefetch"].values())
+
+
+def test_round_trip_call_cards_and_feedback(client: TestClient, database_url: str) -> None:
+    response = client.post("/cds-services/aegrade-toxicity", json=_call("V06"))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    _validate(body, "response")
+    cards = {c["summary"].split(" ")[0]: c for c in body["cards"]}
+    crs, icans = cards["CRS"], cards["ICANS"]
+    assert crs["indicator"] == "critical" and "grade 3" in crs["summary"]
+    assert icans["indicator"] == "warning" and "grade 2" in icans["summary"]
+    assert crs["source"]["label"].startswith("aegrade astct-crs@")
+    assert "high-flow nasal cannula" in crs["detail"] and "orders nothing" in crs["detail"]
+    for card in body["cards"]:
+        assert len(card["summary"]) < 140 and "suggestions" not in card
+        audit = card["links"][0]["url"].split("testserver")[1]
+        assert client.get(audit).json()["request"]["cds_hook"] == "patient-view"
+
+    feedback = {
+        "feedback": [
+            {"card": crs["uuid"], "outcome": "accepted", "outcomeTimestamp": datetime.now(timezone.utc).isoformat()},
+            {"card": icans["uuid"], "outcome": "overridden", "outcomeTimestamp": datetime.now(timezone.utc).isoformat(),
+             "overrideReason": {"reason": {"system": "http://example.org/reasons", "code": "already-treated"}, "userComment": "on steroids"}},
+        ]
+    }
+    _validate(feedback, "feedback")
+    stored = client.post("/cds-services/aegrade-toxicity/feedback", json=feedback)
+    assert stored.status_code == 200 and stored.json() == {"stored": 2}
+    engine = sqlalchemy.create_engine(database_url)
+    with engine.connect() as connection:
+        rows = connection.execute(sqlalchemy.text("SELECT card, outcome FROM cds_feedback ORDER BY id")).all()
+    engine.dispose()
+    assert [(r.card, r.outcome) for r in rows] == [(crs["uuid"], "accepted"), (icans["uuid"], "overridden")]
+
+
+def test_order_sign_gives_the_same_cards(client: TestClient) -> None:
+    for service in ("aegrade-toxicity", "aegrade-toxicity-order-sign"):
+        body = client.post(f"/cds-services/{service}", json=_call("V12", hook="order-sign")).json()
+        _validate(body, "response")
+        assert [c["summary"] for c in body["cards"]] == ["CRS grade 3 by ASTCT 2019 criteria from the charted data"]
+
+
+def test_grade_zero_gives_no_card(client: TestClient) -> None:
+    body = client.post("/cds-services/aegrade-toxicity", json=_call("V01")).json()
+    assert body == {"cards": []}
+
+
+def test_observations_older_than_the_window_give_no_card(client: TestClient) -> None:
+    body = client.post("/cds-services/aegrade-toxicity", json=_call("V06", minutes_ago=5 * 60)).json()
+    assert body == {"cards": []}
+
+
+@pytest.mark.parametrize("key", ["patient", "vitals", "assessments", "medications"])
+def test_a_missing_prefetch_is_412(client: TestClient, key: str) -> None:
+    call = _call("V06")
+    del call["prefetch"][key]
+    response = client.post("/cds-services/aegrade-toxicity", json=call)
+    assert response.status_code == 412
+    assert key in response.json()["detail"]["message"]
+    call["prefetch"][key] = None
+    assert client.post("/cds-services/aegrade-toxicity", json=call).status_code == 412
+
+
+def test_a_prefetched_patient_that_is_not_the_context_patient_is_422(client: TestClient) -> None:
+    call = _call("V06")
+    call["context"]["patientId"] = "someone-else"
+    response = client.post("/cds-services/aegrade-toxicity", json=call)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "prefetch", "patient"]
+
+
+def test_feedback_for_a_card_never_issued_is_422_and_nothing_is_stored(client: TestClient) -> None:
+    feedback = {"feedback": [{"card": "00000000-0000-4000-8000-000000000000", "outcome": "accepted",
+                              "outcomeTimestamp": datetime.now(timezone.utc).isoformat()}]}
+    response = client.post("/cds-services/aegrade-toxicity/feedback", json=feedback)
+    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "feedback", 0, "card"]
+
+
+def test_an_unknown_service_or_hook_is_refused(client: TestClient) -> None:
+    assert client.post("/cds-services/something-else", json=_call("V06")).status_code == 422
+    call = _call("V06")
+    call["hook"] = "encounter-start"
+    assert client.post("/cds-services/aegrade-toxicity", json=call).status_code == 422
