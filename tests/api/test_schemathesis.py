@@ -84,4 +84,6 @@ def test_at_least_a_thousand_requests_were_generated() -> None:
     assert sum(SENT.values()) >= 1000, SENT
     assert SENT["POST /v1/assessments"] >= 500, SENT
     assert all(SENT[label] >= 100 for label in EPISODE_WRITES), SENT
+    fhir_and_cds = ("POST /v1/fhir/assessments", "POST /cds-services/{service_id}", "POST /cds-services/{service_id}/feedback")
+    assert all(SENT[label] >= 100 for label in fhir_and_cds), SENT
     assert STATUSES[200] > 0 and STATUSES[422] > 0, STATUSES
