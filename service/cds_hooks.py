@@ -334,8 +334,18 @@ async def call_service(service_id: ServiceId, call: CdsRequest, request: Request
 # ---- feedback ----------------------------------------------------------------------------------
 
 
+class Coding(_In):
+    system: str = Field(min_length=1, max_length=256)
+    code: str = Field(min_length=1, max_length=128)
+    display: str | None = Field(default=None, max_length=256)
+
+
+class AcceptedSuggestion(_In):
+    id: str = Field(min_length=1, max_length=128)
+
+
 class OverrideReason(_In):
-    reason: dict[str, Any] | None = None
+    reason: Coding | None = None
     userComment: str | None = Field(default=None, max_length=4000)
 
 
@@ -343,7 +353,7 @@ class FeedbackItem(_In):
     card: str = Field(min_length=1, max_length=36)
     outcome: Literal["accepted", "overridden"]
     outcomeTimestamp: datetime
-    acceptedSuggestions: list[dict[str, Any]] | None = None
+    acceptedSuggestions: list[AcceptedSuggestion] | None = Field(default=None, max_length=20)
     overrideReason: OverrideReason | None = None
 
 
@@ -373,7 +383,7 @@ def _store_feedback(store: AuditStore, service_id: str, items: list[FeedbackItem
                         "outcome": item.outcome,
                         "outcome_timestamp": item.outcomeTimestamp,
                         "override_reason": item.overrideReason.model_dump(mode="json", exclude_none=True) if item.overrideReason else None,
-                        "accepted_suggestions": item.acceptedSuggestions,
+                        "accepted_suggestions": [a.model_dump() for a in item.acceptedSuggestions] if item.acceptedSuggestions else None,
                         "received_at": now,
                     }
                     for item in items
