@@ -33,7 +33,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Literal
+from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,7 +64,6 @@ __all__ = [
     "IgnoredResource",
     "Located",
     "MappedValue",
-    "BUNDLE_TYPES",
     "age_at",
     "bundle_resources",
     "errors_at_sources",
@@ -385,7 +384,8 @@ def _read_observation(reader: _Reader, at: Located) -> None:
     if when is None:
         return
     if when > reader.now + FUTURE_TOLERANCE or when < EARLIEST:
-        reader.problems.append(_problem(at, ("effectiveDateTime",), "the time is in the future or before 2000"))
+        time_key = next(k for k in ("effectiveDateTime", "effectiveInstant", "effectivePeriod") if k in resource)
+        reader.problems.append(_problem(at, (time_key,), "the time is in the future or before 2000"))
         return
     for path, element, system, code in recognised:
         if "dataAbsentReason" in element:
@@ -609,8 +609,6 @@ def map_resources(
 
 def _icp_signs(assessment: dict[str, Any], icp: dict[str, bool]) -> None:
     """ICP signs: reported when one is present, or when all four are reported absent."""
-    from typing import get_args
-
     present = [sign for sign in get_args(IcpSign) if icp.get(sign)]
     if present or (icp and len(icp) == len(get_args(IcpSign))):
         _set(assessment, "neuro.icp_signs", present)
@@ -624,9 +622,6 @@ def _oxygen(assessment: dict[str, Any], chosen: dict[str, _Candidate]) -> None:
         raise FhirInputError(
             [_problem(flow.at, flow.path, "an oxygen flow without an oxygen-device Observation: ASTCT grades by the device and flow together", "incomplete")]
         )
-
-
-BUNDLE_TYPES = ("collection", "transaction", "batch", "searchset")
 
 
 def bundle_resources(bundle: Mapping[str, Any], loc: Loc) -> list[Located]:

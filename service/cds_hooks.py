@@ -402,9 +402,6 @@ def _store_feedback(store: AuditStore, service_id: str, items: list[FeedbackItem
     summary="Card outcomes (accepted, overridden), stored",
 )
 async def feedback(service_id: ServiceId, body: FeedbackIn, request: Request) -> JSONResponse:
-    bad = non_finite(body.model_dump(mode="json"), ("body",))
-    if bad:
-        raise FhirInputError(bad)
     unknown = await run_in_threadpool(_store_feedback, request.app.state.store, service_id, body.feedback)
     if unknown:
         raise FhirInputError(

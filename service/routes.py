@@ -111,8 +111,9 @@ async def grade_on_record(
     started = time.perf_counter()
     engine: Engine = state.engine
     writer: AuditWriter = state.writer
-    assessment_json = assessment.model_dump_json(exclude_unset=True)
-    request_json: RawJSON | dict[str, Any] = RawJSON(assessment_json) if recorded_request is None else recorded_request
+    request_json: RawJSON | dict[str, Any] = (
+        RawJSON(assessment.model_dump_json(exclude_unset=True)) if recorded_request is None else recorded_request
+    )
     try:
         result = engine.assess(assessment)
     except EngineError as exc:
