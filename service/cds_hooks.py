@@ -206,8 +206,8 @@ def _located(call: CdsRequest) -> list[Located]:
     return located
 
 
-def _field(loc: tuple[str | int, ...], msg: str) -> FieldError:
-    return FieldError(loc=loc, msg=msg, code="prefetch_invalid")
+def _field(loc: tuple[str | int, ...], msg: str, code: str = "prefetch_invalid") -> FieldError:
+    return FieldError(loc=loc, msg=msg, code=code)
 
 
 def _truncate(text: str) -> str:
@@ -405,7 +405,7 @@ async def feedback(service_id: ServiceId, body: FeedbackIn, request: Request) ->
     unknown = await run_in_threadpool(_store_feedback, request.app.state.store, service_id, body.feedback)
     if unknown:
         raise FhirInputError(
-            [_field(("body", "feedback", i, "card"), f"card {item.card} was not issued by {service_id}")
+            [_field(("body", "feedback", i, "card"), f"card {item.card} was not issued by {service_id}", "unknown_card")
              for i, item in enumerate(body.feedback) if item.card in unknown]
         )
     logger.info("cds %s feedback: %d item(s) stored", service_id, len(body.feedback))
