@@ -10,6 +10,7 @@
 | 422 | invalid or contradictory input | ValidationErrorResponse, one entry per field |
 | 500 | the engine's evaluators disagreed or lost a result: no grade | ProblemResponse (the engine error's code) |
 | 503 | the audit store cannot be written or read: no grade | ProblemResponse (store_unavailable) |
+| 503 | the grading process gave no grade in time (AEGRADE_GRADING_TIMEOUT_S) | ProblemResponse (grading_unavailable) |
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class ApiError(Exception):
-    """An error answer with a stable code (401, 404, 413, 500, 503)."""
+    """An error answer with a stable code (401, 404, 409, 412, 413, 500, 503)."""
 
     def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)

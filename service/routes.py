@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import email.message
+import json
 import logging
 import time
 import uuid
@@ -11,22 +13,25 @@ from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegrade import Engine
 from aegrade.episodes import Episode, Observation, ObservationResult, Treatment, TreatmentResult
-from aegrade.errors import EngineError
+from aegrade.errors import EngineError, FieldError, InvalidAssessment
 from aegrade.models import Assessment, AssessmentResult
+from service.grader import Grader, GradingFailed, Reply
 from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore, IdempotencyConflict, Replayable
 from service.http import ApiError, keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
 from service.settings import ServiceSettings
 from service.store import AuditRecord, AuditStore, AuditWriter, RawJSON, StoreUnavailable
 
-__all__ = ["router"]
+__all__ = ["RAW_BODY_MODELS", "router"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -42,7 +47,7 @@ _DESCRIPTIONS = {
     413: "The body is over the configured limit (AEGRADE_MAX_BODY_BYTES).",
     422: "Invalid or contradictory input: each entry names the field.",
     500: "The engine could not give a trustworthy grade (its evaluators disagreed, or a result was lost).",
-    503: "The audit store cannot be written or read: no grade was given.",
+    503: "The audit store cannot be written or read, or no grade came in time (grading_unavailable): no grade was given.",
 }
 
 
@@ -82,18 +87,78 @@ router = APIRouter()
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 
+RAW_BODY_MODELS: tuple[type[BaseModel], ...] = (Assessment,)  # app.py puts them in the OpenAPI components
+ASSESSMENT_BODY = {
+    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Assessment"}}}, "required": True}
+}
+
+
 @v1.post(
     "/assessments",
     response_model=AssessmentResult,
     responses=_responses(400, 401, 413, 422, 500, 503),
     summary="Grade one snapshot of one patient",
+    openapi_extra=ASSESSMENT_BODY,
 )
-async def create_assessment(assessment: Assessment, request: Request) -> Response:
-    """Grades, commits the audit record, then answers. Grading is CPU work of about 0.1 ms, done on
-    the event loop (a thread would add a hand-over and no parallelism); the commit is done by the
-    audit writer's thread, which the request awaits."""
-    result, body = await grade_on_record(request.app.state, assessment)
-    return Response(body, media_type="application/json")
+async def create_assessment(request: Request) -> Response:
+    """Grades, commits the audit record, then answers. The body (an Assessment) is parsed,
+    validated, graded and recorded in the grading process (service/grader.py), the answer sent
+    once the record is committed."""
+    body = await request.body()
+    if not body or not _json_media_type(request.headers.get("content-type")):
+        # As FastAPI answers a body it does not read as JSON: the error handler makes it a 400.
+        raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
+    grader: Grader = request.app.state.grader
+    try:
+        reply = await grader.grade(body, timeout=request.app.state.settings.grading_timeout_s)
+    except GradingFailed as exc:
+        if exc.crashed:
+            await _record_failure(request.app.state.writer, _body_as_recorded(body), EngineError(str(exc)), time.perf_counter())
+            raise EngineError(f"no grade was given: {exc}") from exc
+        raise ApiError(503, "grading_unavailable", f"no grade was given: {exc}") from exc
+    return _answer(reply)
+
+
+def _json_media_type(content_type: str | None) -> bool:
+    """Whether FastAPI would read a body of this Content-Type as JSON (application/json or +json)."""
+    if content_type == "application/json":  # the usual case, without parsing
+        return True
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def _body_as_recorded(body: bytes) -> RawJSON:
+    """The body as received, as a JSON string: whatever it held, it is on record as sent."""
+    return RawJSON(json.dumps(body.decode("utf-8", errors="replace"), ensure_ascii=False))
+
+
+def _answer(reply: Reply) -> Response:
+    """The grading process's reply as the answer (or the exception the error handlers answer)."""
+    if reply.kind == "graded":
+        return Response(reply.payload, media_type="application/json")
+    if reply.kind == "json_invalid":
+        position, message = reply.payload
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "ctx": {"error": message}}]
+        )
+    if reply.kind == "unreadable":
+        raise StarletteHTTPException(400, "There was an error parsing the body")
+    if reply.kind == "invalid":
+        raise RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind} for loc, msg, kind in reply.payload])
+    if reply.kind == "invalid_assessment":
+        raise InvalidAssessment([FieldError(loc=tuple(loc), msg=msg, code=code) for loc, msg, code in reply.payload])
+    if reply.kind == "engine_error":
+        code, message = reply.payload
+        error = EngineError(message)
+        error.code = code
+        raise error
+    if reply.kind == "store_unavailable":
+        raise StoreUnavailable(reply.payload)
+    raise EngineError(f"the grading process answered {reply.kind!r}, which this service does not know")
 
 
 async def grade_on_record(

@@ -8,6 +8,8 @@
 | AEGRADE_API_KEYS | (empty: no authentication) | comma-separated keys; when set, /v1/* needs Authorization: Bearer <key> |
 | AEGRADE_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | AEGRADE_LOG_LEVEL | INFO | log level of the aegrade loggers |
+| AEGRADE_GRADING_PROCESSES | 1 | processes that grade and record POST /v1/assessments beside the web process |
+| AEGRADE_GRADING_TIMEOUT_S | 30 | POST /v1/assessments: longer without a committed grade is a 503, and the grading process is replaced |
 | AEGRADE_FHIR_WINDOW_HOURS | 4 | FHIR input: Observations older than this before the assessment time are not used |
 | AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration sets fever_masked (an interpretation) |
 | AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
@@ -44,6 +46,22 @@ class ServiceSettings(BaseSettings):
         description=(
             "Episodes: hours after a tocilizumab, corticosteroid or antipyretic dose during which fever stays "
             "masked. Empty: for the rest of the episode. ASTCT 2019 sets no duration; either is an interpretation."
+        ),
+    )
+
+    grading_processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Processes that grade and record POST /v1/assessments beside the web process (service/grader.py).",
+    )
+    grading_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description=(
+            "POST /v1/assessments: seconds to wait for the grade and its committed record; past it the answer is "
+            "503 (no grade) and the grading process is replaced."
         ),
     )
 

@@ -16,6 +16,7 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 
 import aegrade
+from tests.api import faults
 from service.app import create_app
 from service.settings import ServiceSettings
 
@@ -181,19 +182,10 @@ def test_store_failure_is_503_and_no_grade(client: TestClient, database_url: str
     assert client.get("/healthz").status_code == 200  # the store answers; one table is gone
 
 
-class _Disagreeing:
-    def fired(self, facts: Any, settings: Any) -> frozenset[str]:
-        return frozenset({"crs.oxygen.positive_pressure"})
-
-
-def test_evaluator_disagreement_is_500_with_its_code_and_on_record(client: TestClient, database_url: str) -> None:
-    engine = client.app.state.engine  # type: ignore[attr-defined]
-    runner = engine._runners["crs"]
-    engine._runners["crs"] = dataclasses.replace(runner, durable=_Disagreeing())
-    try:
+def test_evaluator_disagreement_is_500_with_its_code_and_on_record(database_url: str) -> None:
+    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory=faults.disagreeing_engine)
+    with TestClient(app) as client:
         response = client.post("/v1/assessments", json=REQUEST)
-    finally:
-        engine._runners["crs"] = runner
     assert response.status_code == 500
     assert response.json()["detail"]["code"] == "evaluator_disagreement"
     assert "grade" not in response.text.lower().replace("no grade", "")
@@ -217,11 +209,13 @@ def test_service_refuses_to_start_with_a_failing_rule_file(tmp_path: Path) -> No
             pass
 
 
-def test_logs_carry_ids_and_timings_never_patient_data(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+def test_logs_carry_ids_and_timings_never_patient_data(database_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """The grading process logs to the service's standard error, which it inherits: the service is
+    started inside the test, so that it inherits the one this test captures."""
     request = {"patient": {"age_years": 37.123, "weight_kg": 81.456}, "vitals": {"temperature_c": 38.777}}
-    with caplog.at_level(logging.DEBUG, logger="aegrade"):
+    with TestClient(create_app(ServiceSettings(database_url=database_url))) as client:
         body = client.post("/v1/assessments", json=request).json()
-    text = "\n".join(record.getMessage() for record in caplog.records)
+    text = capfd.readouterr().err
     assert body["id"] in text and " ms" in text
     for value in ("37.123", "81.456", "38.777"):
         assert value not in text
