@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,22 +39,15 @@ answer informs, none orders. Every assessment answered is stored before the answ
 
 
 def create_app(
-    settings: ServiceSettings | None = None, *, grader_engine_factory: Callable[[GraderConfig], aegrade.Engine] | None = None
+    settings: ServiceSettings | None = None, *, grader_engine_factory: str | None = None
 ) -> FastAPI:
-    """The application. `grader_engine_factory` is for tests: it builds the grading process's engine."""
+    """The application. `grader_engine_factory` is for tests: "module:function" that builds the
+    grading process's engine (see GraderConfig)."""
     settings = settings or ServiceSettings()
     _configure_logging(settings.log_level)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = aegrade.Engine(rules_dir=settings.rules_dir, settings=settings.rule_settings)
-        store = AuditStore(settings.database_url)
-        store.create_schema()
-        writer = AuditWriter(store)
-        episodes = EpisodeStore(
-            settings.database_url, engine, masking_window_hours=settings.episode_masking_window_hours
-        )
-        episodes.create_schema()
         grader = Grader(
             GraderConfig(
                 database_url=settings.database_url,
@@ -63,10 +56,22 @@ def create_app(
                 log_level=settings.log_level,
                 engine_factory=grader_engine_factory,
             ),
-            expected_rulesets=[(rs.id, rs.sha256) for rs in engine.rulesets],
             processes=settings.grading_processes,
         )
-        await grader.start()
+        grader.launch()  # the grading processes build their engines while this one builds its own
+        try:
+            engine = aegrade.Engine(rules_dir=settings.rules_dir, settings=settings.rule_settings)
+            store = AuditStore(settings.database_url)
+            store.create_schema()
+            writer = AuditWriter(store)
+            episodes = EpisodeStore(
+                settings.database_url, engine, masking_window_hours=settings.episode_masking_window_hours
+            )
+            episodes.create_schema()
+            await grader.start([(rs.id, rs.sha256) for rs in engine.rulesets])
+        except BaseException:
+            await grader.close(timeout=5)
+            raise
         app.state.grader = grader
         app.state.engine = engine
         app.state.episodes = episodes

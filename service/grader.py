@@ -1,6 +1,6 @@
 """The grading process: `POST /v1/assessments` is graded and put on record in a child process.
 
-    web process (uvicorn, event loop)                  grading process (spawned, one thread)
+    web process (uvicorn, event loop)                  grading process (python -m service.grader)
     body bytes ── frame ──────────── socketpair ────▶  json.loads, Assessment, Engine.assess
                                                        (both evaluators), audit records of the
     answer ◀──── frame (one per batch) ◀────────────   whole batch committed in one transaction
@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import json
 import logging
-import multiprocessing
 import os
 import pickle
 import select
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -66,9 +68,9 @@ class GraderConfig:
     rules_dir: str | None
     rule_settings: dict[str, dict[str, Any]]
     log_level: str
-    # Tests only: a module-level function (config -> Engine) that builds the engine instead, to put a
-    # fault into the grading process (an evaluator that disagrees, a crash, a hang).
-    engine_factory: Callable[[GraderConfig], Engine] | None = None
+    # Tests only: "module:function", a function (config -> Engine) that builds the engine instead,
+    # to put a fault into the grading process (an evaluator that disagrees, a crash, a hang).
+    engine_factory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,15 @@ class GradingFailed(Exception):
 
 class Grader:
     """A pool of grading processes: sends them bodies and awaits their replies; a process that
-    stops or hangs is replaced. `grade()` must be awaited on the event loop that ran `start()`."""
+    stops or hangs is replaced. `grade()` must be awaited on the event loop that ran `start()`.
 
-    def __init__(self, config: GraderConfig, *, expected_rulesets: Sequence[tuple[str, str]], processes: int = 1) -> None:
+    `launch()` starts the processes at once, so that they build their engines while the web process
+    builds its own; `start()` then waits until they are ready.
+    """
+
+    def __init__(self, config: GraderConfig, *, processes: int = 1) -> None:
         self.config = config
-        self.expected_rulesets = sorted(expected_rulesets)
-        self._context = multiprocessing.get_context("spawn")
+        self.expected_rulesets: list[tuple[str, str]] = []
         self.workers = [_Worker(self, index) for index in range(processes)]
         self._outgoing: dict[_Worker, list[tuple[int, bytes]]] = {}
         self._flush_scheduled = False
@@ -119,9 +124,16 @@ class Grader:
     def restarts(self) -> int:
         return sum(worker.restarts for worker in self.workers)
 
-    async def start(self) -> None:
-        """Start every grading process and wait until each engine passed its self-test; raises
-        RuntimeError when one fails to start or was built from other rule files."""
+    def launch(self) -> None:
+        """Start every grading process (they build their engines meanwhile)."""
+        for worker in self.workers:
+            worker.launch()
+
+    async def start(self, expected_rulesets: Sequence[tuple[str, str]]) -> None:
+        """Wait until every grading process (launched, or started here) built an engine that passed
+        its self-test with these rule sets, (id, sha256) as the web process loaded them; raises
+        RuntimeError when one does not."""
+        self.expected_rulesets = sorted(expected_rulesets)
         results = await asyncio.gather(*(worker.start() for worker in self.workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -182,6 +194,7 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.ready = asyncio.Event()
         self.restarts = 0
+        self._launched: socket.socket | None = None  # our end of a launched process's socketpair
         self._writer: asyncio.StreamWriter | None = None
         self._receiving: asyncio.Task[None] | None = None
         self._replacing: asyncio.Task[None] | None = None
@@ -190,28 +203,42 @@ class _Worker:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
-    async def start(self) -> None:
-        config = self.grader.config
+    def launch(self) -> None:
         ours, theirs = socket.socketpair()
-        process = self.grader._context.Process(
-            target=_grading_process, args=(theirs, config), name=f"aegrade-grader-{self.index}", daemon=True
+        # A fresh interpreter running this module (not multiprocessing, whose "spawn" imports the
+        # web process's __main__ again): it inherits one end of the socketpair and the standard
+        # error, and gets its configuration as the first frame.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service.grader", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
         )
-        process.start()
         theirs.close()
+        ours.sendall(_frame(self.grader.config))  # small: fits the socket's buffer at once
         self.process = process
+        self._launched = ours
+
+    async def start(self) -> None:
+        """Connect to the launched process (launching one if none is), send its configuration and
+        wait until it is ready."""
+        if self._launched is None:
+            self.launch()
+        ours, process, self._launched = self._launched, self.process, None
+        assert ours is not None
         try:
             reader, writer = await asyncio.open_connection(sock=ours)
             ready = await asyncio.wait_for(_read_frame(reader), READY_TIMEOUT_S)
         except (asyncio.IncompleteReadError, TimeoutError, OSError) as exc:
             ours.close()
             process.kill()
-            await asyncio.to_thread(process.join, 5)
-            raise RuntimeError(f"the grading process did not start (exit code {process.exitcode})") from exc
+            await _reaped(process, 5)
+            raise RuntimeError(f"the grading process did not start (exit code {process.returncode})") from exc
         expected = self.grader.expected_rulesets
         if ready[0] != "ready" or sorted(ready[1]) != expected:
             writer.close()
             process.kill()
-            await asyncio.to_thread(process.join, 5)
+            await _reaped(process, 5)
             if ready[0] != "ready":
                 raise RuntimeError(f"the grading process could not start: {ready[1]}")
             raise RuntimeError(
@@ -241,8 +268,8 @@ class _Worker:
             pass
         if self.grader.closing:
             return
-        await asyncio.to_thread(process.join, 1)
-        message = f"the grading process stopped (exit code {process.exitcode})"
+        await _reaped(process, 1)
+        message = f"the grading process stopped (exit code {process.returncode})"
         logger.error("%s; %d request(s) in flight get no grade; starting another", message, len(self.pending))
         self.replace(message)
 
@@ -264,9 +291,8 @@ class _Worker:
         old = self.process
         self._disconnect()
         if old is not None:
-            if old.is_alive():
-                old.kill()
-            await asyncio.to_thread(old.join, 10)
+            old.kill()
+            await _reaped(old, 10)
         self.restarts += 1
         while not self.grader.closing:
             try:
@@ -277,6 +303,9 @@ class _Worker:
                 await asyncio.sleep(5)
 
     def _disconnect(self) -> None:
+        if self._launched is not None:
+            self._launched.close()
+            self._launched = None
         if self._receiving is not None and self._receiving is not asyncio.current_task():
             self._receiving.cancel()
         if self._writer is not None:
@@ -289,11 +318,18 @@ class _Worker:
         self.ready.clear()
         self._disconnect()
         self._fail(list(self.pending), GradingFailed("the service is stopping", crashed=False))
-        if self.process is not None:
-            await asyncio.to_thread(self.process.join, timeout)
-            if self.process.is_alive():
-                self.process.kill()
-                await asyncio.to_thread(self.process.join, 5)
+        if self.process is not None and not await _reaped(self.process, timeout):
+            self.process.kill()
+            await _reaped(self.process, 5)
+
+
+async def _reaped(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the process to exit (and reap it); whether it did."""
+    try:
+        await asyncio.to_thread(process.wait, timeout)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _frame(value: Any) -> bytes:
@@ -309,13 +345,18 @@ async def _read_frame(reader: asyncio.StreamReader) -> Any:
 # ---- the grading process --------------------------------------------------------------------------
 
 
-def _grading_process(sock: socket.socket, config: GraderConfig) -> None:
-    """Entry point of the grading process: build the engine (self-tested) and the store, say ready,
-    then grade batches until the web process closes the socket."""
+def _grading_process(sock: socket.socket) -> None:
+    """The grading process: read its configuration, build the engine (self-tested) and the store,
+    say ready, then grade batches until the web process closes the socket."""
+    inbox = _FrameReader(sock)
+    config = inbox.frame()
+    if not isinstance(config, GraderConfig):
+        return
     _configure_logging(config.log_level)
     try:
         if config.engine_factory is not None:
-            engine = config.engine_factory(config)
+            module, _, name = config.engine_factory.partition(":")
+            engine = getattr(importlib.import_module(module), name)(config)
         else:
             engine = Engine(rules_dir=config.rules_dir, settings=config.rule_settings)
         store = AuditStore(config.database_url)
@@ -332,7 +373,6 @@ def _grading_process(sock: socket.socket, config: GraderConfig) -> None:
     # 2,700 with 8 and 2,450 with 4, where syncs to disk add up). A committer thread beside the
     # grading one was slower still (1,650/s): the two contend for the interpreter lock and the
     # commits became small and frequent.
-    inbox = _FrameReader(sock)
     try:
         while True:
             batch = inbox.batch()
@@ -399,7 +439,18 @@ class _FrameReader:
                 return items or None
             self.buffer += chunk
 
-    def _take(self) -> list[tuple[int, bytes]] | None:
+    def frame(self) -> Any:
+        """The next whole frame, waiting for it; None when the socket closes first."""
+        while True:
+            frame = self._take()
+            if frame is not None:
+                return frame
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def _take(self) -> Any:
         if len(self.buffer) < _HEADER.size:
             return None
         (size,) = _HEADER.unpack_from(self.buffer)
@@ -407,7 +458,7 @@ class _FrameReader:
             return None
         frame = pickle.loads(bytes(self.buffer[_HEADER.size : _HEADER.size + size]))
         del self.buffer[: _HEADER.size + size]
-        return frame  # type: ignore[no-any-return]
+        return frame
 
 
 def _grade_batch(engine: Engine, batch: list[tuple[int, bytes]]) -> _Graded:
@@ -481,3 +532,11 @@ def _configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s [grader {os.getpid()}]: %(message)s"))
     root.addHandler(handler)
+
+
+if __name__ == "__main__":  # started by Grader as: python -m service.grader <socket fd>
+    # Run the imported module's function, not this __main__ copy's: the configuration frame holds a
+    # service.grader.GraderConfig.
+    from service.grader import _grading_process as run
+
+    run(socket.socket(fileno=int(sys.argv[1])))

@@ -183,7 +183,7 @@ def test_store_failure_is_503_and_no_grade(client: TestClient, database_url: str
 
 
 def test_evaluator_disagreement_is_500_with_its_code_and_on_record(database_url: str) -> None:
-    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory=faults.disagreeing_engine)
+    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory="tests.api.faults:disagreeing_engine")
     with TestClient(app) as client:
         response = client.post("/v1/assessments", json=REQUEST)
     assert response.status_code == 500

@@ -42,7 +42,7 @@ def client(database_url: str) -> Iterator[TestClient]:
 
 @pytest.fixture
 def crashing(database_url: str) -> Iterator[TestClient]:
-    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory=faults.crashing_engine)
+    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory="tests.api.faults:crashing_engine")
     with TestClient(app) as client:
         yield client
 
@@ -94,7 +94,7 @@ def test_a_crashed_grading_process_gives_no_grade_is_on_record_and_is_replaced(c
 
 def test_a_hung_grading_process_is_a_503_and_is_replaced(database_url: str) -> None:
     settings = ServiceSettings(database_url=database_url, grading_timeout_s=2)
-    with TestClient(create_app(settings, grader_engine_factory=faults.hanging_engine)) as client:
+    with TestClient(create_app(settings, grader_engine_factory="tests.api.faults:hanging_engine")) as client:
         grader: Grader = client.app.state.grader  # type: ignore[attr-defined]
         (first_pid,) = grader.pids
         started = time.monotonic()
@@ -140,7 +140,7 @@ def _fails_to_build(config: GraderConfig) -> Any:
 
 
 def test_the_service_refuses_to_start_when_its_grading_process_cannot(tmp_path: Path) -> None:
-    app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}"), grader_engine_factory=_fails_to_build)
+    app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}"), grader_engine_factory="tests.api.test_grader:_fails_to_build")
     with pytest.raises(RuntimeError, match="no engine here"):
         with TestClient(app):
             pass
