@@ -190,7 +190,7 @@ class _Worker:
     def __init__(self, grader: Grader, index: int) -> None:
         self.grader = grader
         self.index = index
-        self.process: Any = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.ready = asyncio.Event()
         self.restarts = 0
@@ -220,12 +220,11 @@ class _Worker:
         self._launched = ours
 
     async def start(self) -> None:
-        """Connect to the launched process (launching one if none is), send its configuration and
-        wait until it is ready."""
+        """Connect to the launched process (launching one if none is) and wait until it is ready."""
         if self._launched is None:
             self.launch()
         ours, process, self._launched = self._launched, self.process, None
-        assert ours is not None
+        assert ours is not None and process is not None
         try:
             reader, writer = await asyncio.open_connection(sock=ours)
             ready = await asyncio.wait_for(_read_frame(reader), READY_TIMEOUT_S)
@@ -256,7 +255,7 @@ class _Worker:
             return
         self._writer.write(_frame(batch))
 
-    async def _receive(self, reader: asyncio.StreamReader, process: Any) -> None:
+    async def _receive(self, reader: asyncio.StreamReader, process: subprocess.Popen[bytes]) -> None:
         try:
             while True:
                 replies = await _read_frame(reader)
