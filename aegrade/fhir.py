@@ -55,7 +55,7 @@ from aegrade.fhir_codes import (
     OwnCode,
     QuantityKind,
 )
-from aegrade.models import Assessment, AssessmentResult, Interpretation, IcpSign
+from aegrade.models import AssessmentResult, IcpSign, Interpretation
 
 __all__ = [
     "FhirAssessmentResult",

@@ -38,10 +38,8 @@ import struct
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import ValidationError
@@ -488,41 +486,19 @@ def _grade_batch(engine: Engine, batch: list[tuple[int, bytes]]) -> _Graded:
             replies.append((number, "invalid_assessment", [(tuple(e.loc), e.msg, e.code) for e in exc.errors]))
             continue
         except EngineError as exc:
-            failure_id = uuid.uuid4().hex
-            records.append(_failure_record(failure_id, request_json, exc.code, str(exc), started))
+            failure = AuditRecord.failed(
+                request=request_json, code=exc.code, message=str(exc), duration_ms=(time.perf_counter() - started) * 1000
+            )
+            records.append(failure)
             replies.append((number, "engine_error", (exc.code, str(exc))))
-            logger.error("assessment %s failed in the engine: %s", failure_id, exc.code)
+            logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
             continue
         graded = time.perf_counter()
         body_json = result.model_dump_json()
-        records.append(
-            AuditRecord(
-                id=result.id,
-                created_at=result.evaluated_at,
-                outcome="graded",
-                request=request_json,
-                result=RawJSON(body_json),
-                error=None,
-                rulesets=[r.model_dump(mode="json") for r in result.rulesets],
-                duration_ms=(graded - started) * 1000,
-            )
-        )
+        records.append(AuditRecord.graded(result, request=request_json, result_json=body_json, duration_ms=(graded - started) * 1000))
         replies.append((number, "graded", body_json))
         timings.append((result.id, (graded - started) * 1000))
     return _Graded(replies, records, timings)
-
-
-def _failure_record(record_id: str, request_json: RawJSON, code: str, message: str, started: float) -> AuditRecord:
-    return AuditRecord(
-        id=record_id,
-        created_at=datetime.now(timezone.utc),
-        outcome=code,
-        request=request_json,
-        result=None,
-        error={"code": code, "message": message},
-        rulesets=[],
-        duration_ms=(time.perf_counter() - started) * 1000,
-    )
 
 
 def _configure_logging(level: str) -> None:

@@ -7,9 +7,7 @@ import email.message
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
@@ -189,17 +187,7 @@ async def grade_on_record(
     graded = time.perf_counter()
     body = result.model_dump_json()
     await _committed(
-        writer,
-        AuditRecord(
-            id=result.id,
-            created_at=result.evaluated_at,
-            outcome="graded",
-            request=request_json,
-            result=RawJSON(body),
-            error=None,
-            rulesets=[r.model_dump(mode="json") for r in result.rulesets],
-            duration_ms=(graded - started) * 1000,
-        ),
+        writer, AuditRecord.graded(result, request=request_json, result_json=body, duration_ms=(graded - started) * 1000)
     )
     logger.info(
         "assessment %s graded in %.2f ms, committed in %.2f ms",
@@ -210,15 +198,8 @@ async def grade_on_record(
 
 async def _record_failure(writer: AuditWriter, request_json: RawJSON | dict[str, Any], exc: EngineError, started: float) -> None:
     """No grade is given, but the failure is on record."""
-    failure = AuditRecord(
-        id=uuid.uuid4().hex,
-        created_at=datetime.now(timezone.utc),
-        outcome=exc.code,
-        request=request_json,
-        result=None,
-        error={"code": exc.code, "message": str(exc)},
-        rulesets=[],
-        duration_ms=(time.perf_counter() - started) * 1000,
+    failure = AuditRecord.failed(
+        request=request_json, code=exc.code, message=str(exc), duration_ms=(time.perf_counter() - started) * 1000
     )
     await _committed(writer, failure)
     logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)

@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,6 +27,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, DateTime, Float, MetaData, String, Table, create_engine, event, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
+
+from aegrade.models import AssessmentResult
 
 __all__ = [
     "AuditRecord",
@@ -77,6 +80,36 @@ class AuditRecord:
     error: dict[str, Any] | None
     rulesets: list[dict[str, Any]]
     duration_ms: float
+
+    @classmethod
+    def graded(
+        cls, result: AssessmentResult, *, request: dict[str, Any] | RawJSON, result_json: str, duration_ms: float
+    ) -> AuditRecord:
+        """The record of a grade given: `result_json` is the answer's text, as sent."""
+        return cls(
+            id=result.id,
+            created_at=result.evaluated_at,
+            outcome="graded",
+            request=request,
+            result=RawJSON(result_json),
+            error=None,
+            rulesets=[r.model_dump(mode="json") for r in result.rulesets],
+            duration_ms=duration_ms,
+        )
+
+    @classmethod
+    def failed(cls, *, request: dict[str, Any] | RawJSON, code: str, message: str, duration_ms: float) -> AuditRecord:
+        """The record of a grading that failed in the engine (`code`, an EngineError's): no grade."""
+        return cls(
+            id=uuid.uuid4().hex,
+            created_at=datetime.now(timezone.utc),
+            outcome=code,
+            request=request,
+            result=None,
+            error={"code": code, "message": message},
+            rulesets=[],
+            duration_ms=duration_ms,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {

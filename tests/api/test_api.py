@@ -3,9 +3,7 @@ PostgreSQL (skipped, saying so, only when PostgreSQL is not reachable)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +14,6 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 
 import aegrade
-from tests.api import faults
 from service.app import create_app
 from service.settings import ServiceSettings
 
@@ -27,12 +24,6 @@ VIGNETTES = [
     if line.strip()
 ]
 REQUEST: dict[str, Any] = VIGNETTES[0]["request"]
-
-
-@pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(ServiceSettings(database_url=database_url))) as test_client:
-        yield test_client
 
 
 @pytest.fixture

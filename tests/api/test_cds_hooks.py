@@ -4,7 +4,6 @@ specification (tests/fixtures/cds_hooks/), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,6 @@ import sqlalchemy
 from fastapi.testclient import TestClient
 
 from aegrade.fhir_codes import LOINC
-from service.app import create_app
-from service.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "fixtures" / "cds_hooks" / "cds-hooks-2.0.schema.json").read_text())
@@ -25,12 +22,6 @@ SCHEMA = json.loads((ROOT / "fixtures" / "cds_hooks" / "cds-hooks-2.0.schema.jso
 def _validate(instance: Any, part: str) -> None:
     schema = {**SCHEMA[part], "$defs": SCHEMA["$defs"]}
     jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker()).validate(instance)
-
-
-@pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(ServiceSettings(database_url=database_url))) as test_client:
-        yield test_client
 
 
 def _call(vignette: str, *, hook: str = "patient-view", minutes_ago: int = 10) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -19,12 +18,6 @@ from service.app import create_app
 from service.settings import ServiceSettings
 
 DAY1 = "2026-11-19"
-
-
-@pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(ServiceSettings(database_url=database_url))) as test_client:
-        yield test_client
 
 
 def new_patient() -> str:

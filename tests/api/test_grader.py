@@ -35,12 +35,6 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def client(database_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(ServiceSettings(database_url=database_url))) as test_client:
-        yield test_client
-
-
-@pytest.fixture
 def crashing(database_url: str) -> Iterator[TestClient]:
     app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory="tests.api.faults:crashing_engine")
     with TestClient(app) as client:
