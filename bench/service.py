@@ -5,7 +5,8 @@
 wrk comes from Debian (`apt-get install wrk`). In one run, against one server:
   GET /healthz           the framework floor (the store ping is cached for 2 s)
   POST /v1/assessments   realistic payloads (the 16 shared vignettes in turn): validation, both
-                         evaluators, the audit record committed before the answer
+                         evaluators and the audit record committed before the answer, in the
+                         grading process beside the web process (service/grader.py)
 It prints throughput, p50/p99 latency, errors and the ratio between the two. Then it checks the
 audit trail exactly: a last phase of 2,000 POSTs from 32 keep-alive httpx clients that wait for
 every answer, after which the rows added must equal the 200 answers received. (At the end of a
