@@ -102,6 +102,7 @@ async def create_assessment(request: Request) -> Response:
     """Grades, commits the audit record, then answers. The body (an Assessment) is parsed,
     validated, graded and recorded in the grading process (service/grader.py), the answer sent
     once the record is committed."""
+    started = time.perf_counter()
     body = await request.body()
     if not body or not _json_media_type(request.headers.get("content-type")):
         # As FastAPI answers a body it does not read as JSON: the error handler makes it a 400.
@@ -111,7 +112,7 @@ async def create_assessment(request: Request) -> Response:
         reply = await grader.grade(body, timeout=request.app.state.settings.grading_timeout_s)
     except GradingFailed as exc:
         if exc.crashed:
-            await _record_failure(request.app.state.writer, _body_as_recorded(body), EngineError(str(exc)), time.perf_counter())
+            await _record_failure(request.app.state.writer, _body_as_recorded(body), EngineError(str(exc)), started)
             raise EngineError(f"no grade was given: {exc}") from exc
         raise ApiError(503, "grading_unavailable", f"no grade was given: {exc}") from exc
     return _answer(reply)
