@@ -108,7 +108,7 @@ class Grader:
     def __init__(self, config: GraderConfig, *, processes: int = 1) -> None:
         self.config = config
         self.expected_rulesets: list[tuple[str, str]] = []
-        self.workers = [_Worker(self, index) for index in range(processes)]
+        self.workers = [_Worker(self) for _ in range(processes)]
         self._outgoing: dict[_Worker, list[tuple[int, bytes]]] = {}
         self._flush_scheduled = False
         self._numbers = 0
@@ -185,9 +185,8 @@ class Grader:
 class _Worker:
     """One grading process: its socket, its requests in flight, its replacement when it stops."""
 
-    def __init__(self, grader: Grader, index: int) -> None:
+    def __init__(self, grader: Grader) -> None:
         self.grader = grader
-        self.index = index
         self.process: subprocess.Popen[bytes] | None = None
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.ready = asyncio.Event()
@@ -431,10 +430,8 @@ class _FrameReader:
                 continue
             if items and not select.select([self.sock], [], [], 0)[0]:
                 return items
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
+            if not self._receive():
                 return items or None
-            self.buffer += chunk
 
     def frame(self) -> Any:
         """The next whole frame, waiting for it; None when the socket closes first."""
@@ -442,10 +439,14 @@ class _FrameReader:
             frame = self._take()
             if frame is not None:
                 return frame
-            chunk = self.sock.recv(1 << 20)
-            if not chunk:
+            if not self._receive():
                 return None
-            self.buffer += chunk
+
+    def _receive(self) -> bool:
+        """Wait for more bytes; False when the socket is closed."""
+        chunk = self.sock.recv(1 << 20)
+        self.buffer += chunk
+        return bool(chunk)
 
     def _take(self) -> Any:
         if len(self.buffer) < _HEADER.size:
