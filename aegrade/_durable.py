@@ -51,7 +51,7 @@ import durable_rules_engine as _dre
 from durable import engine as _dr
 
 from aegrade.errors import EngineError, LostResult, RuleFileError
-from aegrade.facts import CATALOGUES
+from aegrade.facts import CATALOGUES, FactSpec, FactValue, Interval
 from aegrade.rulefile import (
     AllOf,
     AnyOf,
@@ -65,7 +65,7 @@ from aegrade.rulefile import (
     SettingValue,
 )
 
-__all__ = ["DurableEvaluator", "compile_ruleset", "encode_fact", "encode_settings", "fact_fields"]
+__all__ = ["DurableEvaluator", "compile_conditions", "encode_fact", "encode_settings", "fact_fields", "possible_name"]
 
 SENTINEL = "aegrade__sentinel"
 _NEGATED = {"eq": "ne", "ne": "eq", "lt": "gte", "lte": "gt", "gt": "lte", "gte": "lt", "in": "not_in", "not_in": "in"}
@@ -102,72 +102,118 @@ def _test(field: str, op: str, value: Any) -> dict[str, Any]:
     return {_DURABLE_OP[op]: {field: value}}
 
 
-class _Compiler:
-    """Compiles conditions; a test with a `ref` becomes a test of a difference fact against 0.
+def _lo(name: str) -> str:
+    return f"{name}__lo"
 
-    durable_rules is not asked to compare two fields (engine-notes.md: cross-message joins read
-    memory out of bounds; comparisons within a message are not used either). The difference
-    `fact - ref` is computed in Python before the post; its sign equals that of the comparison
-    exactly (IEEE subtraction of finite numbers is zero only for equal operands).
+
+def _hi(name: str) -> str:
+    return f"{name}__hi"
+
+
+def _interval_test(name: str, op: str, value: Any, *, strong: bool) -> dict[str, Any]:
+    """`x op value` for a bounded fact sent as its bounds: everywhere in them (strong) or somewhere
+    (weak). The same table as `aegrade.reference.compare_interval`."""
+    lo, hi = _lo(name), _hi(name)
+    if op in ("in", "not_in"):
+        each = [_interval_test(name, "eq" if op == "in" else "ne", v, strong=strong) for v in value]
+        return _join("$or" if op == "in" else "$and", each)
+    if op == "eq":
+        return {"$and": [{lo: value}, {hi: value}]} if strong else {"$and": [{"$lte": {lo: value}}, {"$gte": {hi: value}}]}
+    if op == "ne":
+        return {"$or": [{"$gt": {lo: value}}, {"$lt": {hi: value}}]} if strong else {"$or": [{"$neq": {lo: value}}, {"$neq": {hi: value}}]}
+    bound = {("lt", True): hi, ("lte", True): hi, ("gt", True): lo, ("gte", True): lo,
+             ("lt", False): lo, ("lte", False): lo, ("gt", False): hi, ("gte", False): hi}[(op, strong)]
+    return {_DURABLE_OP[op]: {bound: value}}
+
+
+class _Compiler:
+    """Compiles conditions to durable_rules expressions that are true when the condition is
+    certainly true (`strong`) or possibly true (not `strong`), in the logic of
+    `aegrade.reference`. Negations are pushed down to the tests (`not` swaps certain and possible,
+    and so keeps the leaves' strength), and each leaf becomes "reported and passes" (strong) or
+    "not reported or passes" (weak), over the explicit presence fields `has__<fact>`.
+
+    A test with a `ref` becomes a test of a difference fact against 0: durable_rules is not asked
+    to compare two fields (engine-notes.md: cross-message joins read memory out of bounds;
+    comparisons within a message are not used either). The difference `fact - ref` is computed in
+    Python before the post; its sign equals that of the comparison exactly (IEEE subtraction of
+    finite numbers is zero only for equal operands).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, catalogue: Mapping[str, FactSpec]) -> None:
+        self.catalogue = catalogue
         self.refs: list[tuple[str, FactTest]] = []
+        self._ref_names: dict[int, str] = {}
 
-    def condition(self, condition: Condition, *, negate: bool = False) -> dict[str, Any]:
+    def condition(self, condition: Condition, *, strong: bool, negate: bool = False) -> dict[str, Any]:
         if isinstance(condition, (AllOf, AnyOf)):
             children = condition.all if isinstance(condition, AllOf) else condition.any
             is_and = isinstance(condition, AllOf) != negate
-            return _join("$and" if is_and else "$or", [self.condition(c, negate=negate) for c in children])
+            return _join("$and" if is_and else "$or", [self.condition(c, strong=strong, negate=negate) for c in children])
         if isinstance(condition, NotOf):
-            return self.condition(condition.not_, negate=not negate)
-        if isinstance(condition, SettingTest):  # settings are always present
+            return self.condition(condition.not_, strong=strong, negate=not negate)
+        if isinstance(condition, SettingTest):  # settings are always known
             return _test(_setting_field(condition.setting), _NEGATED[condition.op] if negate else condition.op, condition.value)
-        if condition.ref is not None:
-            name = f"ref__{len(self.refs)}"
-            self.refs.append((name, condition))
-            return self._fact_test(name, condition.op, 0, negate)
-        if condition.op in ("present", "absent"):
+        if condition.op in ("present", "absent"):  # the report itself: always known
             present = (condition.op == "present") != negate
             return {_presence(condition.fact): 1 if present else 0}
-        return self._fact_test(condition.fact, condition.op, condition.value, negate)
+        op = _NEGATED[condition.op] if negate else condition.op
+        spec = self.catalogue[condition.fact]
+        if condition.ref is not None:
+            key = id(condition)
+            if key not in self._ref_names:
+                self._ref_names[key] = f"ref__{len(self.refs)}"
+                self.refs.append((self._ref_names[key], condition))
+            field, value = self._ref_names[key], 0
+            future = spec.future and isinstance(condition.ref, SettingValue)
+        else:
+            field, value, future = condition.fact, condition.value, spec.future
+        if future:  # an absent future fact fails its test: two-valued, whatever the strength
+            strong = not negate
+        if spec.bounded and condition.ref is None:
+            passes = _interval_test(field, op, value, strong=strong)
+        else:
+            passes = _test(field, op, value)
+        if strong:
+            return {"$and": [{_presence(field): 1}, passes]}
+        return {"$or": [passes, {_presence(field): 0}]}
 
-    @staticmethod
-    def _fact_test(field: str, op: str, value: Any, negate: bool) -> dict[str, Any]:
-        if not negate:
-            return _test(field, op, value)
-        return {"$or": [_test(field, _NEGATED[op], value), {_presence(field): 0}]}
+
+def possible_name(name: str) -> str:
+    """The durable_rules rule that holds when `name`'s condition is possibly true."""
+    return f"{name}__possible"
 
 
-def compile_condition(condition: Condition, *, negate: bool = False) -> dict[str, Any]:
-    """A durable_rules expression equivalent to `condition` (or to its negation)."""
-    return _Compiler().condition(condition, negate=negate)
-
-
-def compile_ruleset(ruleset: LoadedRuleSet) -> tuple[dict[str, Any], list[tuple[str, FactTest]]]:
-    """The durable_rules definition of a rule set (one rule per rule-file rule, plus the sentinel),
-    and the difference facts its `ref` tests need."""
-    compiler = _Compiler()
-    definition: dict[str, Any] = {
-        rule.id: {"all": [{"m": compiler.condition(rule.when)}], "run": rule.id} for rule in ruleset.rules
-    }
+def compile_conditions(
+    named: list[tuple[str, Condition]], catalogue: Mapping[str, FactSpec]
+) -> tuple[dict[str, Any], list[tuple[str, FactTest]]]:
+    """The durable_rules definition of named conditions (for each, a certain and a possible rule,
+    plus the sentinel), and the difference facts their `ref` tests need."""
+    compiler = _Compiler(catalogue)
+    definition: dict[str, Any] = {}
+    for name, condition in named:
+        definition[name] = {"all": [{"m": compiler.condition(condition, strong=True)}], "run": name}
+        definition[possible_name(name)] = {
+            "all": [{"m": compiler.condition(condition, strong=False)}],
+            "run": possible_name(name),
+        }
     definition[SENTINEL] = {"all": [{"m": {SENTINEL: 1}}], "run": SENTINEL}
     return definition, compiler.refs
 
 
 def ref_differences(
-    refs: list[tuple[str, FactTest]], facts: Mapping[str, Scalar], settings: Mapping[str, Scalar]
+    refs: list[tuple[str, FactTest]], facts: Mapping[str, FactValue], settings: Mapping[str, Scalar]
 ) -> dict[str, Scalar]:
     """`fact - ref` for each ref test whose operands are both present."""
     out: dict[str, Scalar] = {}
     for name, test in refs:
         x = facts.get(test.fact)
-        if x is None or isinstance(x, (bool, str)):
+        if x is None or isinstance(x, (bool, str, Interval)):
             continue
         ref = test.ref
         if isinstance(ref, ScaledFact):
             y = facts.get(ref.fact)
-            if y is None or isinstance(y, (bool, str)):
+            if y is None or isinstance(y, (bool, str, Interval)):
                 continue
             out[name] = x - y * ref.times
         elif isinstance(ref, SettingValue):
@@ -192,7 +238,7 @@ def _number(value: float | int) -> str:
 _PLAIN = re.compile(r"^[A-Za-z0-9_.\- ]*$")
 
 
-def _encode_value(value: Scalar) -> str:
+def _encode_value(value: Scalar | float) -> str:
     if value is True:
         return "true"
     if value is False:
@@ -207,23 +253,35 @@ def encode_settings(settings: Mapping[str, Scalar]) -> str:
     return "".join(f',"{_setting_field(name)}":{_encode_value(value)}' for name, value in settings.items())
 
 
-FactFields = tuple[tuple[str, str, str], ...]
+FactFields = tuple[tuple[str, str, str, bool], ...]
 
 
-def fact_fields(fact_names: tuple[str, ...]) -> FactFields:
-    """For each fact: its name, its JSON text when absent, and its JSON prefix when present."""
+def fact_fields(fact_names: tuple[str, ...], bounded: frozenset[str] = frozenset()) -> FactFields:
+    """For each fact: its name, its JSON text when absent, its JSON prefix when present, and
+    whether it is sent as its bounds (`<fact>__lo`, `<fact>__hi`)."""
     return tuple(
-        (name, f',"{_presence(name)}":0', f',"{_presence(name)}":1,"{name}":') for name in fact_names
+        (
+            name,
+            f',"{_presence(name)}":0',
+            f',"{_presence(name)}":1,"{_lo(name) if name in bounded else name}":',
+            name in bounded,
+        )
+        for name in fact_names
     )
 
 
-def encode_fact(sid: str, facts: Mapping[str, Scalar], settings_json: str, fields: FactFields) -> str:
+def encode_fact(sid: str, facts: Mapping[str, FactValue], settings_json: str, fields: FactFields) -> str:
     """The JSON text of one fact, with presence flags, settings (from `encode_settings`) and the sentinel."""
     parts = [f'{{"sid":"{sid}","{SENTINEL}":1', settings_json]
-    for name, absent, present in fields:
+    for name, absent, present, bounded in fields:
         value = facts.get(name, _ABSENT)
         if value is _ABSENT:
             parts.append(absent)
+        elif bounded:
+            lo, hi = (value.lo, value.hi) if isinstance(value, Interval) else (value, value)
+            parts.append(f'{present}{_encode_value(lo)},"{_hi(name)}":{_encode_value(hi)}')
+        elif isinstance(value, Interval):
+            raise EngineError(f"fact {name} is not declared bounded but has bounds {value}")
         else:
             parts.append(present + _encode_value(value))
     parts.append("}")
@@ -289,15 +347,20 @@ def _host() -> _PrivateHost:
 
 
 class DurableEvaluator:
-    """Which rules of one rule set fire, according to durable_rules."""
+    """Which of a list of named conditions over one subject's facts are certainly true, and which
+    possibly true, according to durable_rules. `for_rules` and `for_derivations` as in
+    `aegrade.reference.ReferenceEvaluator`."""
 
-    def __init__(self, ruleset: LoadedRuleSet) -> None:
+    def __init__(self, ruleset: LoadedRuleSet, named: list[tuple[str, Condition]], *, stage: str) -> None:
         self.ruleset = ruleset
-        self._name = ruleset.engine_name
-        definition, self._refs = compile_ruleset(ruleset)
-        self._fields = fact_fields(tuple(CATALOGUES[ruleset.file.subject]) + tuple(name for name, _ in self._refs))
+        self._name = f"{ruleset.engine_name}_{stage}"
+        catalogue = CATALOGUES[ruleset.file.subject]
+        definition, self._refs = compile_conditions(named, catalogue)
+        bounded = frozenset(name for name, spec in catalogue.items() if spec.bounded)
+        self._fields = fact_fields(tuple(catalogue) + tuple(name for name, _ in self._refs), bounded)
         self._settings_json: dict[tuple[tuple[str, Scalar], ...], str] = {}
-        self._known_actions = frozenset(rule.id for rule in ruleset.rules) | {SENTINEL}
+        self._possible = {possible_name(name): name for name, _ in named}
+        self._known_actions = frozenset(definition)
         self._max_actions = 4 * len(self._known_actions)
         with _LOCK:
             host = _host()
@@ -308,8 +371,17 @@ class DurableEvaluator:
                     raise RuleFileError(ruleset.path, f"durable_rules refused the compiled rule set: {exc}") from exc
             self._rules = host.get_ruleset(self._name)
 
-    def fired(self, facts: Mapping[str, Scalar], settings: Mapping[str, Scalar]) -> frozenset[str]:
-        """The ids of the rules whose condition matched, read from the session's action queue."""
+    @classmethod
+    def for_rules(cls, ruleset: LoadedRuleSet) -> DurableEvaluator:
+        return cls(ruleset, [(rule.id, rule.when) for rule in ruleset.rules], stage="rules")
+
+    @classmethod
+    def for_derivations(cls, ruleset: LoadedRuleSet) -> DurableEvaluator:
+        return cls(ruleset, ruleset.derivation_conditions, stage="derive")
+
+    def fired(self, facts: Mapping[str, FactValue], settings: Mapping[str, Scalar]) -> tuple[frozenset[str], frozenset[str]]:
+        """(certain, possible): the names whose certain rule, and whose possible rule, matched,
+        read from the session's action queue."""
         sid = _next_sid()
         key = tuple(settings.items())
         settings_json = self._settings_json.get(key)
@@ -347,12 +419,14 @@ class DurableEvaluator:
             raise EngineError(f"{self.ruleset.label}: could not delete session: {delete_failure}")
         if len(fired) > self._max_actions:
             raise EngineError(f"{self.ruleset.label}: more queued actions than rules can make")
-        names = [self._action_name(message) for message in fired]
+        names = {self._action_name(message) for message in fired}
         if SENTINEL not in names:
             raise LostResult(f"{self.ruleset.label}: the sentinel rule's action is missing: the result was lost")
         # A rule fires once per matching branch of an `$or` (durable_rules expands disjunctions),
         # so the same id may be queued more than once: firing is a set.
-        return frozenset(names) - {SENTINEL}
+        certain = frozenset(name for name in names if name != SENTINEL and name not in self._possible)
+        possible = frozenset(self._possible[name] for name in names if name in self._possible)
+        return certain, possible
 
     def _action_name(self, message: str) -> str:
         """The rule name of a queued action; its text starts `{"<rule name>":`."""

@@ -17,17 +17,19 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from aegrade.facts import CHECKBOXES, THROMBOSIS_FACTS
+from aegrade.facts import CHECKBOXES, THROMBOSIS_FACTS, FactValue, Interval
 from aegrade.models import Assessment, CrsSection, NeuroSection, Patient, ThrombosisSection, Vitals
-from aegrade.reference import compiled
-from aegrade.rulefile import HypotensionFromVitals, LoadedRuleSet, SbpFormula, Scalar
+from aegrade.rulefile import HypotensionFromVitals, LoadedRuleSet, NeuroFinding, SbpFormula, Scalar
 
 __all__ = [
+    "ATTRIBUTION_FIELDS",
     "DAYS_PER_YEAR",
     "DerivedFacts",
     "crs_facts",
     "encephalopathy_tool",
     "fahrenheit_to_celsius",
+    "grade_bounds",
+    "neuro_finding",
     "hypotension_from_vitals",
     "blinatumomab_facts",
     "icans_facts",
@@ -44,9 +46,11 @@ Tool = Literal["ICE", "CAPD"]
 class DerivedFacts:
     """Facts for the evaluators, values to show as evidence, and what was derived, in words."""
 
-    facts: dict[str, Scalar]
+    facts: dict[str, FactValue]
     context: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    fired: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
+    """(certain, possible) rules, once evaluated."""
 
 
 def fahrenheit_to_celsius(temperature_f: float) -> float:
@@ -61,7 +65,11 @@ def fahrenheit_to_celsius(temperature_f: float) -> float:
 
 
 def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:
-    """The facts of the CRS rule set. Call only when vitals or crs were sent."""
+    """The facts of the CRS rule set. Call only when vitals or crs were sent.
+
+    An input that was not reported is left out, so that the rules see it as unknown: no
+    `fever_masked` is not "no treatment", no vasopressor list is not "no vasopressor".
+    """
     vitals = assessment.vitals or Vitals()
     crs = assessment.crs or CrsSection()
     out = DerivedFacts(facts={})
@@ -76,17 +84,18 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
             "temperature_f": vitals.temperature_f,
             "converted_temperature_c": facts["temperature_c"],
         }
+    if vitals.spo2_pct is not None:
+        facts["spo2_pct"] = vitals.spo2_pct
 
-    facts["fever_masked"] = bool(crs.fever_masked)
-    if crs.fever_masked is None:
-        out.notes.append(
-            "fever_masked was not reported: taken as false (no antipyretic or anticytokine therapy given for CRS)."
-        )
+    if crs.fever_masked is not None:
+        facts["fever_masked"] = crs.fever_masked
+    facts["fever_other_cause"] = crs.fever_other_cause
 
     agents = list(crs.vasopressors or [])
     facts["vasopressors_reported"] = crs.vasopressors is not None
-    facts["nonvasopressin_vasopressor_count"] = sum(1 for a in agents if a != "vasopressin")
-    facts["vasopressin"] = "vasopressin" in agents
+    if crs.vasopressors is not None:
+        facts["nonvasopressin_vasopressor_count"] = sum(1 for a in agents if a != "vasopressin")
+        facts["vasopressin"] = "vasopressin" in agents
     out.context["vasopressors"] = sorted(agents) if crs.vasopressors is not None else None
 
     spec = ruleset.file.derivations.hypotension_from_vitals
@@ -101,25 +110,30 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
         if spec is not None
         else None
     )
+    if from_vitals is not None:
+        facts["hypotension_by_vitals"] = from_vitals[0]
+        out.context["hypotension_threshold"] = from_vitals[1]
     if crs.hypotension is not None:
         facts["hypotension"] = crs.hypotension
         out.context["hypotension_source"] = "reported"
-        if crs.hypotension is False and from_vitals is not None and from_vitals[0]:
-            out.notes.append(
-                f"hypotension was reported false, but the vitals are below the age threshold ({from_vitals[1]}). "
-                "The reported value was used."
-            )
     elif agents:
         facts["hypotension"] = True
         out.context["hypotension_source"] = "vasopressors"
         out.notes.append("hypotension was not reported: derived true because a vasopressor is running.")
-    elif from_vitals is not None:
-        facts["hypotension"] = from_vitals[0]
+    elif from_vitals is not None and from_vitals[0] and spec is not None and settings[spec.setting] == "counts":
+        facts["hypotension"] = True
+        facts["hypotension_from_vitals"] = True
         out.context["hypotension_source"] = "vitals"
-        out.context["hypotension_threshold"] = from_vitals[1]
         out.notes.append(
-            f"hypotension was not reported: derived {str(from_vitals[0]).lower()} from vitals ({from_vitals[1]}). "
-            "ASTCT grades hypotension by the treatment it needs: confirm that fluids were needed."
+            f"hypotension was not reported: derived true from vitals ({from_vitals[1]}). This is an interpretation: "
+            "ASTCT grades hypotension by the treatment it needs, and vitals only flag it; confirm that fluids or "
+            "vasopressors were needed."
+        )
+    elif from_vitals is not None and not from_vitals[0]:
+        out.notes.append(
+            f"hypotension was not reported and the vitals are not below the age threshold ({from_vitals[1]}): "
+            "hypotension stays unknown, since ASTCT grades it by the treatment it needs (a fluid bolus or a "
+            "vasopressor can keep the pressure normal). Report crs.hypotension."
         )
 
     facts["hypotension_other_cause"] = crs.hypotension_other_cause
@@ -131,10 +145,6 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
         if crs.oxygen.flow_l_min is not None:
             facts["oxygen_flow_l_min"] = crs.oxygen.flow_l_min
         out.context["oxygen"] = crs.oxygen.model_dump(exclude_none=True)
-    elif vitals.spo2_pct is not None:
-        out.notes.append(
-            "SpO2 was reported but oxygen support was not: ASTCT grades hypoxia by the support it needs."
-        )
     return out
 
 
@@ -214,9 +224,21 @@ def capd_total(neuro: NeuroSection) -> int | None:
     return neuro.capd_score
 
 
+ATTRIBUTION_FIELDS = (
+    "consciousness_other_cause",
+    "encephalopathy_other_cause",
+    "seizure_other_cause",
+    "motor_other_cause",
+    "icp_other_cause",
+)
+"""The neuro section's `*_other_cause` inputs: each is a fact when sent; when not sent, the rule
+file's competing causes decide whether it is unknown or false (`aegrade.stage`)."""
+
+
 def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:
     """The facts of the ICANS rule set. Call only when neuro was sent."""
     neuro = assessment.neuro or NeuroSection()
+    thrombosis = assessment.thrombosis
     patient = assessment.patient
     tool, reason = encephalopathy_tool(patient, ruleset, settings)
     out = DerivedFacts(facts={})
@@ -238,13 +260,27 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
             out.context["capd_items"] = list(neuro.capd)
 
     facts["unable_to_perform"] = neuro.unable_to_perform
-    facts["consciousness_other_cause"] = neuro.consciousness_other_cause
-    facts["intracranial_hemorrhage"] = neuro.intracranial_hemorrhage
     facts["death_attributed"] = neuro.death_attributed
+    sent = neuro.model_fields_set
+    with_competing_cause = {a.fact for a in ruleset.file.derivations.attributions}
+    for name in ATTRIBUTION_FIELDS:
+        if name in sent or name not in with_competing_cause:
+            facts[name] = getattr(neuro, name)  # not sent and no competing cause possible: its default, false
+    # One fact, one place: a hemorrhage reported in either section is the same hemorrhage.
+    if "intracranial_hemorrhage" in sent or thrombosis is None or thrombosis.ich_present is None:
+        facts["intracranial_hemorrhage"] = neuro.intracranial_hemorrhage
+    else:
+        facts["intracranial_hemorrhage"] = thrombosis.ich_present
+        out.notes.append(f"intracranial_hemorrhage read from thrombosis.ich_present ({str(thrombosis.ich_present).lower()}).")
+    if thrombosis is not None and thrombosis.confirmed_thrombosis_site is not None:
+        facts["confirmed_thrombosis_site"] = thrombosis.confirmed_thrombosis_site
     for name in ("consciousness", "seizure", "motor", "cerebral_edema"):
         value = getattr(neuro, name)
         if value is not None:
             facts[name] = value
+    if neuro.unable_to_perform and neuro.consciousness is None:
+        facts["consciousness"] = "unarousable"
+        out.notes.append("consciousness was not reported: unable_to_perform means unarousable, so it is taken as unarousable.")
     if neuro.icp_signs is not None:
         facts["icp_sign_count"] = len(neuro.icp_signs)
         out.context["icp_signs"] = sorted(neuro.icp_signs)
@@ -256,13 +292,23 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
 # ----------------------------------------------------------------------------------------------
 
 
-def _apply_derived_booleans(out: DerivedFacts, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> None:
-    for derived in ruleset.file.derivations.booleans:
-        out.facts[derived.fact] = compiled(derived.when)(out.facts, settings)
+def neuro_finding(neuro: NeuroSection, finding: NeuroFinding) -> bool | None:
+    """The value of a thrombosis finding as the neuro section reports it (None: not reported there)."""
+    if finding.neuro_field not in neuro.model_fields_set and getattr(neuro, finding.neuro_field) in (None, False):
+        return None
+    value = getattr(neuro, finding.neuro_field)
+    if value is None and finding.neuro_field == "consciousness" and neuro.unable_to_perform:
+        value = "unarousable"  # unable_to_perform means unarousable (api-v1.md v1.1)
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return any(v in finding.true_when for v in value)
+    return value in finding.true_when
 
 
 def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:
-    """The facts of the thrombosis flag rule set. Call only when the thrombosis section was sent."""
+    """The input facts of the thrombosis flag rule set; the derived booleans and the score come from
+    its derivations (`aegrade.stage`). Call only when the thrombosis section was sent."""
     section = assessment.thrombosis or ThrombosisSection()
     out = DerivedFacts(facts={"age_years": assessment.patient.age_years})
     facts = out.facts
@@ -274,8 +320,18 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
             facts[name] = bool(value)
         elif value is not None:
             facts[name] = value
+    if assessment.neuro is not None:
+        for finding in ruleset.file.derivations.neuro_findings:
+            value = neuro_finding(assessment.neuro, finding)
+            if value is not None:
+                facts[finding.fact] = value
+                if getattr(section, finding.fact) is None:
+                    out.notes.append(f"{finding.fact} read from neuro.{finding.neuro_field} ({str(value).lower()}).")
     if assessment.blinatumomab is not None:
         facts["on_blinatumomab"] = True
+        facts["on_all_therapy"] = True
+        if section.on_all_therapy is None:
+            out.notes.append("on_all_therapy implied true: blinatumomab is given only for B-cell ALL.")
     traits = section.thrombophilia_traits
     if traits is not None:
         facts["thrombophilia_count"] = len(traits)
@@ -285,8 +341,9 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
     if exposure is not None:
         product, days = section.asparaginase_product, section.days_since_last_asparaginase
         if product is None:
-            facts["asp_active"] = False
-            out.context["exposure_window"] = "no asparaginase product reported: not exposed"
+            out.notes.append(
+                "asparaginase exposure cannot be known (no asparaginase product reported): flags that need it are undetermined."
+            )
         else:
             if product == "pegaspargase":
                 window: float | None = float(settings[exposure.pegaspargase_window_setting])
@@ -295,29 +352,15 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
                 window = section.asp_window_days_local
                 source = "asp_window_days_local in the request (LOCAL)"
             if window is None or days is None:
-                why = "no exposure window for this product" if window is None else "days since the last dose not reported"
-                out.notes.append(f"asparaginase exposure cannot be known ({why}): flags that need it do not fire.")
+                why = (
+                    f"no exposure window for {product}: send thrombosis.asp_window_days_local"
+                    if window is None
+                    else "days since the last dose not reported"
+                )
+                out.notes.append(f"asparaginase exposure cannot be known ({why}): flags that need it are undetermined.")
             else:
                 facts["asp_active"] = days <= window
                 out.context["exposure_window"] = f"{product}: {days:g} of {window:g} days, {source}"
-
-    _apply_derived_booleans(out, ruleset, settings)
-
-    mitchell = ruleset.file.derivations.mitchell2008
-    if mitchell is not None and all(k in facts for k in ("asp_active", "steroid", "cvc_present", "thrombophilia_count")):
-        points = {
-            "asparaginase_with_steroid": mitchell.asparaginase_with_steroid
-            if facts["asp_active"] and facts["steroid"] in mitchell.steroids
-            else 0,
-            "cvc": mitchell.cvc if facts["cvc_present"] else 0,
-            "thrombophilia": mitchell.two_or_more_traits
-            if int(facts["thrombophilia_count"]) >= 2
-            else mitchell.one_trait_or_family_history
-            if facts["thrombophilia_count"] == 1 or section.family_history_vte
-            else 0,
-        }
-        facts["mitchell2008_score"] = sum(points.values())
-        out.context["mitchell2008_points"] = points
 
     reference = ruleset.file.derivations.enoxaparin_reference
     if reference is not None:
@@ -334,22 +377,36 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
 # ----------------------------------------------------------------------------------------------
 
 
+def grade_bounds(bounds: tuple[int | None, int | None] | None) -> int | Interval | None:
+    """A grade as a fact: the grade itself when nothing unreported could change it, the interval
+    [grade, grade_max] when it could ([0, grade_max] when no grade was established), or None when
+    nothing is known."""
+    if bounds is None:
+        return None
+    low, high = bounds
+    if high is None:
+        return low
+    low = 0 if low is None else low
+    return low if low >= high else Interval(low, high)
+
+
 def blinatumomab_facts(
     assessment: Assessment,
     ruleset: LoadedRuleSet,
     settings: Mapping[str, Scalar],
     *,
-    crs_grade: int | None,
-    icans_grade: int | None,
+    crs_grade: tuple[int | None, int | None] | None,
+    icans_grade: tuple[int | None, int | None] | None,
 ) -> DerivedFacts:
-    """The facts of the blinatumomab action rule set, with the grades of this same assessment."""
+    """The facts of the blinatumomab action rule set, with the grades of this same assessment as
+    (grade, grade_max): a grade the unreported inputs leave open is an interval."""
     section = assessment.blinatumomab
     out = DerivedFacts(facts={"age_years": assessment.patient.age_years})
     facts = out.facts
-    if crs_grade is not None:
-        facts["crs_grade"] = crs_grade
-    if icans_grade is not None:
-        facts["icans_grade"] = icans_grade
+    for name, bounds in (("crs_grade", crs_grade), ("icans_grade", icans_grade)):
+        value = grade_bounds(bounds)
+        if value is not None:
+            facts[name] = value
     dosing = ruleset.file.derivations.blinatumomab_dosing
     if dosing is None:
         raise ValueError(f"{ruleset.label} declares no blinatumomab_dosing derivation")

@@ -1,7 +1,12 @@
 """`assess()`: validate, derive facts, run both evaluators, compare them, explain the grade.
 
-    assessment ─ parse_assessment ─ contradictions ─┬─ crs_facts ──┬─ DurableEvaluator ─┐ equal? ─ grade ─ CrsResult
-                                                   └─ icans_facts ┴─ ReferenceEvaluator ┘ else EvaluatorDisagreement
+    assessment ─ parse_assessment ─ contradictions ─┬─ crs_facts ──┬─ derivations ─ rules, each by ─┬─ DurableEvaluator ─┐
+                                                   └─ icans_facts ┘                               └─ ReferenceEvaluator ┘
+        both give (certain, possible); equal? ─ grade (grade, grade_max) ─ CrsResult;  else EvaluatorDisagreement
+
+Conditions are three-valued (`aegrade.reference`): an unreported input is unknown, never normal.
+The grade is what the certain rules establish; `grade_max` what the possible ones allow; and
+`undetermined_by` which unreported inputs could raise it, found by trying their values.
 
 An `Engine` holds the loaded rule sets (one active rule set per subject) and the settings in force.
 Building one checks every rule file and runs each file's own test cases; a failure raises
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from aegrade._durable import DurableEvaluator
+from aegrade.candidates import input_candidates
 from aegrade.derive import (
     DerivedFacts,
     blinatumomab_facts,
@@ -29,11 +35,23 @@ from aegrade.derive import (
     thrombosis_facts,
 )
 from aegrade.errors import EvaluatorDisagreement, InvalidAssessment, RuleSelfTestFailed, SettingsError
-from aegrade.facts import Subject
+from aegrade.facts import CATALOGUES, Subject
 from aegrade.grading import Outcome, collect, grade
-from aegrade.models import Action, Assessment, AssessmentResult, CrsResult, Flag, IcansResult, RulesetRef
-from aegrade.reference import ReferenceEvaluator
+from aegrade.models import (
+    Action,
+    Assessment,
+    AssessmentResult,
+    CrsResult,
+    Flag,
+    IcansResult,
+    RulesetRef,
+    UndeterminedAction,
+    UndeterminedFlag,
+    UndeterminedInput,
+)
+from aegrade.reference import Fired, ReferenceEvaluator
 from aegrade.rulefile import LoadedRuleSet, RuleTestCase, Scalar, load_rulesets
+from aegrade.stage import apply_derivations
 from aegrade.validation import contradictions, parse_assessment
 
 __all__ = ["Engine", "assess", "default_engine"]
@@ -50,11 +68,14 @@ SUBJECTS: tuple[Subject, ...] = ("crs", "icans", "thrombosis", "blinatumomab")
 
 @dataclass(frozen=True)
 class _Runner:
-    """One rule set ready to run: both evaluators and the settings in force."""
+    """One rule set ready to run: both evaluators, for its derivations and its rules, and the
+    settings in force."""
 
     ruleset: LoadedRuleSet
     reference: ReferenceEvaluator
     durable: DurableEvaluator
+    derive_reference: ReferenceEvaluator | None
+    derive_durable: DurableEvaluator | None
     settings: Mapping[str, Scalar]
 
     @property
@@ -62,6 +83,18 @@ class _Runner:
         return RulesetRef(
             id=self.ruleset.id, version=self.ruleset.version, sha256=self.ruleset.sha256, settings=dict(self.settings)
         )
+
+
+def _runner(ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> _Runner:
+    staged = bool(ruleset.derivation_conditions)
+    return _Runner(
+        ruleset=ruleset,
+        reference=ReferenceEvaluator.for_rules(ruleset),
+        durable=DurableEvaluator.for_rules(ruleset),
+        derive_reference=ReferenceEvaluator.for_derivations(ruleset) if staged else None,
+        derive_durable=DurableEvaluator.for_derivations(ruleset) if staged else None,
+        settings=settings,
+    )
 
 
 class Engine:
@@ -91,15 +124,11 @@ class Engine:
                 raise SettingsError(
                     f"two active rule sets for {subject}: {self._runners[subject].ruleset.path} and {rs.path}"
                 )
-            self._runners[subject] = _Runner(
-                ruleset=rs,
-                reference=ReferenceEvaluator(rs),
-                durable=DurableEvaluator(rs),
-                settings=rs.resolve_settings(settings.get(rs.id, {})),
-            )
+            self._runners[subject] = _runner(rs, rs.resolve_settings(settings.get(rs.id, {})))
         for subject in SUBJECTS:
             if subject not in self._runners:
                 raise SettingsError(f"no active rule set for {subject} in {rules_dir or 'rules/'}")
+        self._candidates: dict[tuple[Subject, str], list[Any]] = {}
         if self_test:
             self.self_test()
 
@@ -120,22 +149,42 @@ class Engine:
         parsed = self.validate(assessment)
         used: list[_Runner] = []
         crs = icans = None
+        notes: list[str] = []
         if parsed.vitals is not None or parsed.crs is not None:
             runner = self._runners["crs"]
             used.append(runner)
-            _, outcome = self._run(runner, parsed, runner.settings)
-            crs = _crs_result(runner, outcome)
+            derived, outcome = self._graded(runner, parsed, runner.settings)
+            crs = CrsResult(
+                scale=runner.ruleset.file.scale,
+                ruleset=runner.ruleset.label,
+                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                **_outcome_fields(outcome),
+            )
         if parsed.neuro is not None:
             runner = self._runners["icans"]
             used.append(runner)
-            derived, outcome = self._run(runner, parsed, runner.settings)
-            icans = _icans_result(runner, derived, outcome)
+            derived, outcome = self._graded(runner, parsed, runner.settings)
+            tool = derived.facts.get("tool")
+            icans = IcansResult(
+                scale=runner.ruleset.file.scale,
+                ruleset=runner.ruleset.label,
+                tool="ICE" if tool == "ICE" else "CAPD" if tool == "CAPD" else None,
+                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                **_outcome_fields(outcome),
+            )
         flags: list[Flag] = []
+        open_flags: list[UndeterminedFlag] = []
         if parsed.thrombosis is not None:
             runner = self._runners["thrombosis"]
             used.append(runner)
-            flags = self._collect(runner, thrombosis_facts(parsed, runner.ruleset, runner.settings), runner.settings)  # type: ignore[assignment]
+            derived = thrombosis_facts(parsed, runner.ruleset, runner.settings)
+            fired = self._evaluate(runner, derived, runner.settings)
+            flags, open_flags = collect(  # type: ignore[assignment]
+                runner.reference, fired, derived, runner.settings, reported=reported_inputs(parsed)
+            )
+            notes += [f"thrombosis: {note}" for note in derived.notes]
         actions: list[Action] = []
+        open_actions: list[UndeterminedAction] = []
         if parsed.blinatumomab is not None:
             runner = self._runners["blinatumomab"]
             used.append(runner)
@@ -143,17 +192,28 @@ class Engine:
                 parsed,
                 runner.ruleset,
                 runner.settings,
-                crs_grade=crs.grade if crs else None,
-                icans_grade=icans.grade if icans else None,
+                crs_grade=(crs.grade, crs.grade_max) if crs else None,
+                icans_grade=(icans.grade, icans.grade_max) if icans else None,
             )
-            actions = self._collect(runner, derived, runner.settings)  # type: ignore[assignment]
+            fired = self._evaluate(runner, derived, runner.settings)
+            open_inputs = {
+                "crs_grade": [u.input for u in crs.undetermined_by] if crs else [],
+                "icans_grade": [u.input for u in icans.undetermined_by] if icans else [],
+            }
+            actions, open_actions = collect(  # type: ignore[assignment]
+                runner.reference, fired, derived, runner.settings, open_inputs=open_inputs, reported=reported_inputs(parsed)
+            )
+            notes += [f"blinatumomab: {note}" for note in derived.notes]
         return AssessmentResult(
             id=uuid.uuid4().hex,
             evaluated_at=datetime.now(timezone.utc),
             crs=crs,
             icans=icans,
             flags=flags,
+            undetermined_flags=open_flags,
             actions=actions,
+            undetermined_actions=open_actions,
+            notes=notes,
             rulesets=[r.ref for r in used],
         )
 
@@ -162,7 +222,8 @@ class Engine:
     ) -> Assessment:
         """The parsed assessment, or InvalidAssessment naming every bad or contradictory field.
 
-        Which encephalopathy tool fits the patient depends on the ICANS settings (the age cut-off).
+        Which encephalopathy tool fits the patient depends on the ICANS settings (the age cut-off);
+        which neuro findings the thrombosis section repeats, on the thrombosis rule file.
         """
         parsed = parse_assessment(assessment)
         tool = reason = None
@@ -170,38 +231,113 @@ class Engine:
             icans = self._runners["icans"]
             settings = icans.settings if icans_settings is None else icans_settings
             tool, reason = encephalopathy_tool(parsed.patient, icans.ruleset, settings)
-        errors = contradictions(parsed, tool=tool, tool_reason=reason or "")
+        findings = self._runners["thrombosis"].ruleset.file.derivations.neuro_findings
+        errors = contradictions(parsed, tool=tool, tool_reason=reason or "", neuro_findings=findings)
         if errors:
             raise InvalidAssessment(errors)
         return parsed
 
-    def _run(
-        self, runner: _Runner, assessment: Assessment, settings: Mapping[str, Scalar]
+    def _graded(
+        self, runner: _Runner, assessment: Assessment, settings: Mapping[str, Scalar], *, reference_only: bool = False
     ) -> tuple[DerivedFacts, Outcome]:
         derived = _DERIVE[runner.ruleset.file.subject](assessment, runner.ruleset, settings)
-        return derived, grade(runner.reference, self._fire(runner, derived, settings), derived, settings)
+        fired = self._evaluate(runner, derived, settings, reference_only=reference_only)
+        derived.fired = fired
+        return derived, grade(runner.reference, fired, derived, settings)
 
-    def _collect(self, runner: _Runner, derived: DerivedFacts, settings: Mapping[str, Scalar]) -> list[Flag] | list[Action]:
-        return collect(runner.reference, self._fire(runner, derived, settings), derived, settings)
+    def _evaluate(
+        self, runner: _Runner, derived: DerivedFacts, settings: Mapping[str, Scalar], *, reference_only: bool = False
+    ) -> Fired:
+        """Derivations first, then rules: (certain, possible) by both evaluators (by the reference
+        evaluator alone for the what-if questions of `_undetermined_by`)."""
+        if runner.derive_reference is not None and runner.derive_durable is not None:
+            stage = self._fire(runner.derive_reference, runner.derive_durable, derived, settings, reference_only)
+            apply_derivations(runner.ruleset, derived, stage)
+        return self._fire(runner.reference, runner.durable, derived, settings, reference_only)
 
-    def _fire(self, runner: _Runner, derived: DerivedFacts, settings: Mapping[str, Scalar]) -> frozenset[str]:
-        """The rules that fire, by both evaluators; EvaluatorDisagreement when they differ."""
-        by_durable = runner.durable.fired(derived.facts, settings)
-        by_reference = runner.reference.fired(derived.facts, settings)
+    def _fire(
+        self,
+        reference: ReferenceEvaluator,
+        durable: DurableEvaluator,
+        derived: DerivedFacts,
+        settings: Mapping[str, Scalar],
+        reference_only: bool = False,
+    ) -> Fired:
+        """(certain, possible) by both evaluators; EvaluatorDisagreement when they differ in either."""
+        by_reference = reference.fired(derived.facts, settings)
+        if reference_only:
+            return by_reference
+        by_durable = durable.fired(derived.facts, settings)
         if by_durable != by_reference:
+            label = reference.ruleset.label
+            durable_names = by_durable[0] | {f"{n} (possible)" for n in by_durable[1]}
+            reference_names = by_reference[0] | {f"{n} (possible)" for n in by_reference[1]}
             logger.error(
                 "evaluator disagreement in %s: durable-only=%s reference-only=%s",
-                runner.ruleset.label,
-                sorted(by_durable - by_reference),
-                sorted(by_reference - by_durable),
+                label,
+                sorted(durable_names - reference_names),
+                sorted(reference_names - durable_names),
             )
-            raise EvaluatorDisagreement(runner.ruleset.label, durable=by_durable, reference=by_reference)
+            raise EvaluatorDisagreement(label, durable=durable_names, reference=reference_names)
         return by_reference
+
+    # -- what the unreported inputs could do ------------------------------------------------------
+
+    def _undetermined_by(
+        self, runner: _Runner, assessment: Assessment, derived: DerivedFacts, outcome: Outcome, fired: Fired
+    ) -> list[UndeterminedInput]:
+        """The unreported inputs whose report alone could raise the grade, each with the highest
+        grade it could establish. Each candidate value is tried on the assessment as the request
+        would send it, validated and graded (by the reference evaluator: these are questions about
+        the result, not the result itself)."""
+        if outcome.grade_max is None or (outcome.grade is not None and outcome.grade_max <= outcome.grade):
+            return []
+        baseline = outcome.grade if outcome.grade is not None else 0
+        subject = runner.ruleset.file.subject
+        catalogue = CATALOGUES[subject]
+        certain, possible = fired
+        relevant: set[str] = set()  # facts that an open rule which could raise the grade or unblock it tests
+        for rule in runner.ruleset.rules:
+            if rule.id in possible and rule.id not in certain:
+                if rule.kind in ("gate", "fallback", "override") or max(rule.grade or 0, rule.up_to or 0) > baseline:
+                    relevant.update(runner.ruleset.rule_inputs[rule.id][0])
+        paths = [
+            path
+            for name, spec in catalogue.items()
+            if name in relevant and name not in derived.facts and not spec.future and not spec.always_present
+            for path in spec.inputs
+        ]
+        found: list[UndeterminedInput] = []
+        base = assessment.model_dump(exclude_unset=True)
+        for path in dict.fromkeys(paths):
+            best: int | None = None
+            for value in self._input_candidates(runner, path):
+                trial = _with_input(base, path, value)
+                try:
+                    parsed = self.validate(trial)
+                except InvalidAssessment:
+                    continue
+                _, trial_outcome = self._graded(runner, parsed, runner.settings, reference_only=True)
+                if trial_outcome.grade is not None and trial_outcome.grade > baseline:
+                    best = max(best or 0, trial_outcome.grade)
+                    if best >= outcome.grade_max:
+                        break  # no value can do more than grade_max
+            if best is not None:
+                found.append(UndeterminedInput(input=path, up_to=best))
+        return sorted(found, key=lambda u: (-u.up_to, u.input))
+
+    def _input_candidates(self, runner: _Runner, path: str) -> list[Any]:
+        subject = runner.ruleset.file.subject
+        key = (subject, path)
+        if key not in self._candidates:
+            self._candidates[key] = input_candidates(runner.ruleset, path)
+        return self._candidates[key]
 
     # -- self test ------------------------------------------------------------------------------
 
     def self_test(self) -> None:
-        """Run every rule file's own test cases; every rule must fire in at least one of them."""
+        """Run every rule file's own test cases; every rule must fire in at least one of them (for
+        flags and actions: or be undetermined in a case that expects undetermined ones)."""
         for runner in self._runners.values():
             reached: set[str] = set()
             for case in runner.ruleset.file.tests:
@@ -216,6 +352,8 @@ class Engine:
         rs = runner.ruleset
         where = f"test {case.id}"
         subject = rs.file.subject
+        expect = case.expect
+        problems: list[str] = []
         try:
             settings = rs.resolve_settings(case.settings)  # a case is written against the file's defaults
             parsed = self.validate(case.request, icans_settings=settings if subject == "icans" else None)
@@ -224,26 +362,37 @@ class Engine:
                     graded = self.assess({**case.request, "blinatumomab": None})  # the grades of the same snapshot
                     derived = blinatumomab_facts(
                         parsed, rs, settings,
-                        crs_grade=graded.crs.grade if graded.crs else None,
-                        icans_grade=graded.icans.grade if graded.icans else None,
+                        crs_grade=(graded.crs.grade, graded.crs.grade_max) if graded.crs else None,
+                        icans_grade=(graded.icans.grade, graded.icans.grade_max) if graded.icans else None,
                     )
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
-                fired = self._fire(runner, derived, settings)
-                emitted = sorted({r.emits for r in rs.rules if r.id in fired and r.emits})
-                if case.expect.emits is not None and emitted != sorted(set(case.expect.emits)):
-                    raise RuleSelfTestFailed(rs.path, f"expected {sorted(set(case.expect.emits))}, got {emitted}", rule=where)
-                return set(fired)
-            derived, outcome = self._run(runner, parsed, settings)
+                certain, possible = self._evaluate(runner, derived, settings)
+                emitted = sorted({r.emits for r in rs.rules if r.id in certain and r.emits})
+                if expect.emits is not None and emitted != sorted(set(expect.emits)):
+                    problems.append(f"expected {sorted(set(expect.emits))}, got {emitted}")
+                if expect.undetermined is not None:
+                    _, open_items = collect(
+                        runner.reference, (certain, possible), derived, settings, reported=reported_inputs(parsed)
+                    )
+                    got = sorted({item.id for item in open_items})
+                    if got != sorted(set(expect.undetermined)):
+                        problems.append(f"expected undetermined {sorted(set(expect.undetermined))}, got {got}")
+                if problems:
+                    raise RuleSelfTestFailed(rs.path, "; ".join(problems), rule=where)
+                # A rule that can only ever be undetermined (an action for an unknown weight band,
+                # say) is reached when a case leaves it open.
+                return set(certain) | (set(possible) if expect.undetermined is not None else set())
+            derived, outcome = self._graded(runner, parsed, settings)
         except RuleSelfTestFailed:
             raise
         except Exception as exc:
             raise RuleSelfTestFailed(rs.path, f"raised {type(exc).__name__}: {exc}", rule=where) from exc
-        expect = case.expect
         drivers = sorted(d.rule for d in outcome.drivers if d.drives)
-        problems = []
         if (outcome.grade, outcome.status) != (expect.grade, expect.status):
             problems.append(f"expected grade {expect.grade} ({expect.status}), got {outcome.grade} ({outcome.status})")
+        if "grade_max" in expect.model_fields_set and outcome.grade_max != expect.grade_max:
+            problems.append(f"expected grade_max {expect.grade_max}, got {outcome.grade_max}")
         if expect.drivers is not None and drivers != sorted(expect.drivers):
             problems.append(f"expected drivers {sorted(expect.drivers)}, got {drivers}")
         if problems:
@@ -251,23 +400,28 @@ class Engine:
         return {d.rule for d in outcome.drivers}
 
 
-def _crs_result(runner: _Runner, outcome: Outcome) -> CrsResult:
-    return CrsResult(scale=runner.ruleset.file.scale, ruleset=runner.ruleset.label, **_outcome_fields(outcome))
+def reported_inputs(assessment: Assessment) -> frozenset[str]:
+    """The request paths `section.field` (and each section) that the request sent."""
+    paths: set[str] = set()
+    for section, value in assessment.model_dump(exclude_unset=True, exclude_none=True).items():
+        paths.add(section)
+        if isinstance(value, Mapping):
+            paths.update(f"{section}.{name}" for name in value)
+    return frozenset(paths)
 
 
-def _icans_result(runner: _Runner, derived: DerivedFacts, outcome: Outcome) -> IcansResult:
-    tool = derived.facts.get("tool")
-    return IcansResult(
-        scale=runner.ruleset.file.scale,
-        ruleset=runner.ruleset.label,
-        tool="ICE" if tool == "ICE" else "CAPD" if tool == "CAPD" else None,
-        **_outcome_fields(outcome),
-    )
+def _with_input(base: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
+    """A copy of the request form `base` with `section.field` set to `value`."""
+    section, field = path.split(".", 1)
+    trial = dict(base)
+    trial[section] = {**(trial.get(section) or {}), field: value}
+    return trial
 
 
 def _outcome_fields(outcome: Outcome) -> dict[str, Any]:
     return {
         "grade": outcome.grade,
+        "grade_max": outcome.grade_max,
         "status": outcome.status,
         "drivers": outcome.drivers,
         "domains": outcome.domains,

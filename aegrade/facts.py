@@ -1,75 +1,144 @@
-"""The facts each rule set may test, with their types and units.
+"""The facts each rule set may test, with their types, units and the request inputs they come from.
 
 `aegrade.derive` turns an Assessment into these flat facts; rule files name them in their
 conditions. The rule-file loader refuses a condition on a fact that is not listed here, a value of
 the wrong type and an enum value that does not exist, so that a misspelling can never make a rule
-silently never fire. A fact that was not reported is absent from the facts: conditions see it as
-missing, never as zero or false.
+silently never fire.
+
+A fact that was not reported is absent from the facts, and a test of it is *unknown* (three-valued
+logic, see `aegrade.reference`): never zero, false or normal. Three kinds of fact are special:
+- `always_present`: derive always sets it (a default that the request's schema gives, such as
+  `death_attributed: false`, or a value the engine computes from what is always sent).
+- `future`: it describes what happens after the assessment (`days_to_resolution`). Not knowing it
+  now is not an unknown; an absent future fact fails every test but `absent`, as in two-valued
+  logic, and the action that needs it restates the label's conditional clause instead.
+- `bounded`: a derived number with unreported parts carries a lower and an upper bound
+  (`Interval`); a threshold that the lower bound meets is true, one only the upper bound meets is
+  unknown.
+
+`inputs` names the request paths a fact is read from: they are what `undetermined_by` and
+`missing` report when the fact is unknown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Union
 
 from aegrade import models
 
-__all__ = ["CATALOGUES", "CHECKBOXES", "FactSpec", "FactType", "Subject"]
+__all__ = ["CATALOGUES", "CHECKBOXES", "FactSpec", "FactType", "FactValue", "Interval", "Subject"]
 
 FactType = Literal["number", "integer", "boolean", "enum"]
 Subject = Literal["crs", "icans", "thrombosis", "blinatumomab"]
 
 
 @dataclass(frozen=True)
+class Interval:
+    """A derived number known only within bounds: lo <= value <= hi (lo < hi)."""
+
+    lo: float
+    hi: float
+
+
+FactValue = Union[bool, int, float, str, Interval]
+
+
+@dataclass(frozen=True)
 class FactSpec:
-    """One fact: its type, its allowed values when an enum, and what it means (with its unit)."""
+    """One fact: its type, its allowed values when an enum, what it means (with its unit), and the
+    request paths it is read from."""
 
     type: FactType
     meaning: str
     values: tuple[str, ...] = field(default=())
     always_present: bool = False
+    inputs: tuple[str, ...] = field(default=())
+    future: bool = False
+    bounded: bool = False
 
 
-def _enum(literal: object, meaning: str, *, always_present: bool = False) -> FactSpec:
-    return FactSpec("enum", meaning, tuple(literal.__args__), always_present)  # type: ignore[attr-defined]
+def _enum(literal: object, meaning: str, *, inputs: tuple[str, ...] = ()) -> FactSpec:
+    return FactSpec("enum", meaning, tuple(literal.__args__), inputs=inputs)  # type: ignore[attr-defined]
+
+
+def _known(type_: FactType, meaning: str) -> FactSpec:
+    return FactSpec(type_, meaning, always_present=True)
 
 
 CRS_FACTS: dict[str, FactSpec] = {
-    "temperature_c": FactSpec("number", "body temperature in degrees C (from vitals; F converted, rounded to 0.01)"),
+    "temperature_c": FactSpec(
+        "number", "body temperature in degrees C (from vitals; F converted, rounded to 0.01)",
+        inputs=("vitals.temperature_c",),
+    ),
     "fever_masked": FactSpec(
-        "boolean", "antipyretic or anticytokine therapy given for CRS (false when not reported)", always_present=True
+        "boolean", "antipyretic or anticytokine therapy given for CRS (unknown when not reported)",
+        inputs=("crs.fever_masked",),
     ),
-    "hypotension": FactSpec("boolean", "hypotension as reported, or derived from vasopressors or vitals by age"),
-    "hypotension_other_cause": FactSpec("boolean", "hypotension explained by another cause", always_present=True),
-    "vasopressors_reported": FactSpec("boolean", "the vasopressor list was sent", always_present=True),
+    "fever_other_cause": _known("boolean", "the fever is explained by another cause (default false)"),
+    "hypotension": FactSpec(
+        "boolean", "hypotension as reported, or derived from vasopressors or from low vitals by age",
+        inputs=("crs.hypotension",),
+    ),
+    "hypotension_by_vitals": FactSpec(
+        "boolean", "the vitals are below the age threshold (absent when the vitals sent cannot decide)"
+    ),
+    "hypotension_from_vitals": FactSpec(
+        "boolean", "hypotension was not reported and was derived true from the vitals (absent otherwise)"
+    ),
+    "hypotension_other_cause": _known("boolean", "hypotension explained by another cause (default false)"),
+    "vasopressors_reported": _known("boolean", "the vasopressor list was sent"),
     "nonvasopressin_vasopressor_count": FactSpec(
-        "integer", "number of distinct vasopressors other than vasopressin (0 when none or not reported)",
-        always_present=True,
+        "integer", "number of distinct vasopressors other than vasopressin (unknown when no list is sent)",
+        inputs=("crs.vasopressors",),
     ),
-    "vasopressin": FactSpec("boolean", "vasopressin is running", always_present=True),
-    "oxygen_device": _enum(models.OxygenDevice, "oxygen delivery device"),
-    "oxygen_flow_l_min": FactSpec("number", "oxygen flow in L/min"),
-    "hypoxia_other_cause": FactSpec("boolean", "hypoxia explained by another cause", always_present=True),
-    "death_attributed": FactSpec("boolean", "a clinician attributes death to CRS", always_present=True),
+    "vasopressin": FactSpec("boolean", "vasopressin is running (unknown when no list is sent)", inputs=("crs.vasopressors",)),
+    "oxygen_device": _enum(models.OxygenDevice, "oxygen delivery device", inputs=("crs.oxygen",)),
+    "oxygen_flow_l_min": FactSpec("number", "oxygen flow in L/min", inputs=("crs.oxygen",)),
+    "spo2_pct": FactSpec("number", "peripheral oxygen saturation, %", inputs=("vitals.spo2_pct",)),
+    "hypoxia_other_cause": _known("boolean", "hypoxia explained by another cause (default false)"),
+    "death_attributed": _known("boolean", "a clinician attributes death to CRS"),
 }
 
 ICANS_FACTS: dict[str, FactSpec] = {
-    "age_years": FactSpec("number", "age in years", always_present=True),
-    "developmental_delay": FactSpec("boolean", "baseline developmental delay", always_present=True),
+    "age_years": _known("number", "age in years"),
+    "developmental_delay": _known("boolean", "baseline developmental delay"),
     "tool": FactSpec("enum", "encephalopathy tool that fits the patient", ("ICE", "CAPD"), always_present=True),
-    "ice_score": FactSpec("integer", "ICE total, 0-10 (from items or as sent)"),
-    "capd_score": FactSpec("integer", "CAPD total, 0-32 (from items or as sent)"),
-    "unable_to_perform": FactSpec("boolean", "cannot do ICE/CAPD because unarousable", always_present=True),
-    "consciousness": _enum(models.Consciousness, "level of consciousness"),
+    "ice_score": FactSpec("integer", "ICE total, 0-10 (from items or as sent)", inputs=("neuro.ice_score",)),
+    "capd_score": FactSpec("integer", "CAPD total, 0-32 (from items or as sent)", inputs=("neuro.capd_score",)),
+    "unable_to_perform": _known("boolean", "cannot do ICE/CAPD because unarousable (default false)"),
+    "consciousness": _enum(models.Consciousness, "level of consciousness", inputs=("neuro.consciousness",)),
     "consciousness_other_cause": FactSpec(
-        "boolean", "depressed consciousness explained by sedation or another cause", always_present=True
+        "boolean", "depressed consciousness explained by sedation or another cause",
+        inputs=("neuro.consciousness_other_cause",),
     ),
-    "seizure": _enum(models.Seizure, "seizure"),
-    "motor": _enum(models.Motor, "motor findings"),
-    "cerebral_edema": _enum(models.CerebralEdema, "cerebral edema on neuroimaging"),
-    "icp_sign_count": FactSpec("integer", "number of distinct signs of raised intracranial pressure"),
-    "intracranial_hemorrhage": FactSpec("boolean", "intracranial hemorrhage", always_present=True),
-    "death_attributed": FactSpec("boolean", "a clinician attributes death to ICANS", always_present=True),
+    "encephalopathy_other_cause": FactSpec(
+        "boolean", "the ICE or CAPD finding is explained by another cause",
+        inputs=("neuro.encephalopathy_other_cause",),
+    ),
+    "seizure": _enum(models.Seizure, "seizure", inputs=("neuro.seizure",)),
+    "seizure_other_cause": FactSpec(
+        "boolean", "the seizure is explained by another cause", inputs=("neuro.seizure_other_cause",)
+    ),
+    "motor": _enum(models.Motor, "motor findings", inputs=("neuro.motor",)),
+    "motor_other_cause": FactSpec(
+        "boolean", "the motor finding is explained by another cause", inputs=("neuro.motor_other_cause",)
+    ),
+    "cerebral_edema": _enum(models.CerebralEdema, "cerebral edema on neuroimaging", inputs=("neuro.cerebral_edema",)),
+    "icp_sign_count": FactSpec(
+        "integer", "number of distinct signs of raised intracranial pressure", inputs=("neuro.icp_signs",)
+    ),
+    "icp_other_cause": FactSpec(
+        "boolean", "cerebral edema and ICP signs are explained by another cause", inputs=("neuro.icp_other_cause",)
+    ),
+    "intracranial_hemorrhage": _known(
+        "boolean", "intracranial hemorrhage (neuro.intracranial_hemorrhage, or thrombosis.ich_present)"
+    ),
+    "confirmed_thrombosis_site": _enum(
+        models.ThrombosisSite, "imaging-confirmed thrombosis site (thrombosis section)",
+        inputs=("thrombosis.confirmed_thrombosis_site",),
+    ),
+    "death_attributed": _known("boolean", "a clinician attributes death to ICANS"),
 }
 
 CHECKBOXES: frozenset[str] = frozenset(
@@ -89,39 +158,90 @@ def _thrombosis_inputs() -> dict[str, FactSpec]:
         args = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
         kind = args[0] if args else annotation
         meaning = model_field.description or name.replace("_", " ")
+        inputs = (f"thrombosis.{name}",)
         if kind is bool:
-            facts[name] = FactSpec("boolean", meaning, always_present=name in CHECKBOXES)
+            facts[name] = FactSpec("boolean", meaning, always_present=name in CHECKBOXES, inputs=inputs)
         elif kind is float:
-            facts[name] = FactSpec("number", meaning)
+            facts[name] = FactSpec("number", meaning, inputs=inputs)
         elif getattr(kind, "__origin__", None) is Literal:
-            facts[name] = FactSpec("enum", meaning, tuple(getattr(kind, "__args__", ())))
+            facts[name] = FactSpec("enum", meaning, tuple(getattr(kind, "__args__", ())), inputs=inputs)
     return facts
 
 
 THROMBOSIS_FACTS: dict[str, FactSpec] = {
     **_thrombosis_inputs(),
-    "on_blinatumomab": FactSpec("boolean", "on blinatumomab (as sent, or implied by the blinatumomab section)"),
-    "age_years": FactSpec("number", "age in years", always_present=True),
-    "asp_active": FactSpec("boolean", "within the asparaginase exposure window (absent when it cannot be known)"),
-    "neuro_red": FactSpec("boolean", "seizure, focal deficit, altered consciousness or papilledema", always_present=True),
-    "neuro_soft": FactSpec("boolean", "headache, vomiting or visual disturbance", always_present=True),
-    "on_tx_lmwh": FactSpec("boolean", "LMWH at treatment intent", always_present=True),
-    "thrombophilia_count": FactSpec("integer", "number of inherited thrombophilia traits"),
-    "mitchell2008_score": FactSpec("integer", "Mitchell/BFM 2008 risk score (weights from the rule file)"),
-    "enoxaparin_reference_mg_per_kg": FactSpec("number", "reference initial treatment dose for age, mg/kg q12h"),
-    "enoxaparin_dose_deviation_mg_per_kg": FactSpec("number", "|dose - reference dose|, mg/kg"),
+    "on_blinatumomab": FactSpec(
+        "boolean", "on blinatumomab (as sent, or implied by the blinatumomab section)",
+        inputs=("thrombosis.on_blinatumomab",),
+    ),
+    "on_all_therapy": FactSpec(
+        "boolean", "in any phase of ALL therapy (as sent, or implied by the blinatumomab section)",
+        inputs=("thrombosis.on_all_therapy",),
+    ),
+    "age_years": _known("number", "age in years"),
+    "asp_active": FactSpec(
+        "boolean", "within the asparaginase exposure window (absent when it cannot be known)",
+        inputs=("thrombosis.asparaginase_product", "thrombosis.days_since_last_asparaginase"),
+    ),
+    "neuro_red": FactSpec(
+        "boolean", "seizure, focal deficit, altered consciousness or papilledema",
+        inputs=("thrombosis.seizure", "thrombosis.focal_deficit", "thrombosis.altered_consciousness", "thrombosis.papilledema"),
+    ),
+    "neuro_soft": FactSpec(
+        "boolean", "headache, vomiting or visual disturbance",
+        inputs=("thrombosis.headache", "thrombosis.vomiting", "thrombosis.visual_disturbance"),
+    ),
+    "on_tx_lmwh": FactSpec(
+        "boolean", "LMWH at treatment intent", inputs=("thrombosis.lmwh_agent", "thrombosis.lmwh_intent")
+    ),
+    "thrombophilia_count": FactSpec(
+        "integer", "number of inherited thrombophilia traits", inputs=("thrombosis.thrombophilia_traits",)
+    ),
+    "mitchell2008_score": FactSpec(
+        "integer", "Mitchell/BFM 2008 risk score, with bounds when parts are not reported (points from the rule file)",
+        bounded=True,
+        inputs=(
+            "thrombosis.asparaginase_product", "thrombosis.days_since_last_asparaginase", "thrombosis.steroid",
+            "thrombosis.cvc_present", "thrombosis.thrombophilia_traits", "thrombosis.family_history_vte",
+        ),
+    ),
+    "enoxaparin_reference_mg_per_kg": _known("number", "reference initial treatment dose for age, mg/kg q12h"),
+    "enoxaparin_dose_deviation_mg_per_kg": FactSpec(
+        "number", "|dose - reference dose|, mg/kg", inputs=("thrombosis.enoxaparin_dose_mg_per_kg",)
+    ),
 }
+for _name in ("seizure", "focal_deficit", "altered_consciousness", "papilledema", "ich_present"):
+    # One fact, one place: read from the neuro section when it reports them.
+    THROMBOSIS_FACTS[_name] = FactSpec(
+        "boolean",
+        THROMBOSIS_FACTS[_name].meaning + " (from neuro when it reports it)",
+        always_present=_name in CHECKBOXES,
+        inputs=(f"thrombosis.{_name}",),
+    )
 
 BLINATUMOMAB_FACTS: dict[str, FactSpec] = {
-    "age_years": FactSpec("number", "age in years", always_present=True),
-    "crs_grade": FactSpec("integer", "ASTCT CRS grade of this assessment (absent when not graded)"),
-    "icans_grade": FactSpec("integer", "ASTCT ICANS grade of this assessment (absent when not graded)"),
+    "age_years": _known("number", "age in years"),
+    "crs_grade": FactSpec(
+        "integer", "ASTCT CRS grade of this assessment, bounded by grade and grade_max when incomplete",
+        bounded=True, inputs=("crs",),
+    ),
+    "icans_grade": FactSpec(
+        "integer", "ASTCT ICANS grade of this assessment, bounded by grade and grade_max when incomplete",
+        bounded=True, inputs=("neuro",),
+    ),
     "weight_band": FactSpec("enum", "dosing band", ("fixed", "bsa", "unknown"), always_present=True),
-    "dose_value": FactSpec("number", "current dose, in dose_unit"),
-    "dose_unit": FactSpec("enum", "unit of the current dose", ("mcg/day", "mcg/m2/day")),
-    "dose_at_low_step": FactSpec("boolean", "the current dose is the low step (9 mcg/day or 5 mcg/m2/day)"),
-    "seizures_this_course": FactSpec("integer", "seizures in this course"),
-    "days_to_resolution": FactSpec("number", "days the last grade >= 3 toxicity took to resolve"),
+    "dose_value": FactSpec("number", "current dose, in dose_unit", inputs=("blinatumomab.dose",)),
+    "dose_unit": FactSpec("enum", "unit of the current dose", ("mcg/day", "mcg/m2/day"), inputs=("blinatumomab.dose",)),
+    "dose_at_low_step": FactSpec(
+        "boolean", "the current dose is the low step (9 mcg/day or 5 mcg/m2/day)", inputs=("blinatumomab.dose",)
+    ),
+    "seizures_this_course": FactSpec(
+        "integer", "seizures in this course", inputs=("blinatumomab.seizures_this_course",)
+    ),
+    "days_to_resolution": FactSpec(
+        "number", "days the last grade >= 3 toxicity took to resolve (future: not known while it lasts)",
+        future=True, inputs=("blinatumomab.days_to_resolution",),
+    ),
 }
 
 CATALOGUES: dict[Subject, dict[str, FactSpec]] = {

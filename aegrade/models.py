@@ -37,6 +37,9 @@ __all__ = [
     "Patient",
     "RulesetRef",
     "ThrombosisSection",
+    "UndeterminedAction",
+    "UndeterminedFlag",
+    "UndeterminedInput",
     "Vasopressor",
     "Vitals",
 ]
@@ -149,14 +152,20 @@ class CrsSection(_Strict):
         default=None,
         description=(
             "True once antipyretic or anticytokine therapy (tocilizumab, corticosteroid) has been given "
-            "for CRS: fever is then no longer required. Left out, it is taken as false and the result says so."
+            "for CRS: fever is then no longer required. Left out, it is unknown: without a fever the CRS "
+            "gate is then undetermined."
         ),
+    )
+    fever_other_cause: bool = Field(
+        default=False,
+        description="The fever is explained by another cause (e.g. a documented bacteraemia): it does not count.",
     )
     hypotension: bool | None = Field(
         default=None,
         description=(
             "Hypotension attributable to CRS (fluids or vasopressors needed). When left out it is derived "
-            "from vasopressors and from the vitals by age; the derivation is named in the result."
+            "true from a running vasopressor or from vitals below the age threshold (an interpretation, named "
+            "in the result); otherwise it stays unknown."
         ),
     )
     vasopressors: list[Vasopressor] | None = Field(
@@ -192,20 +201,40 @@ class NeuroSection(_Strict):
     capd: CapdItems | None = Field(default=None, description="CAPD item scores; not with capd_score.")
     capd_score: CapdTotal | None = Field(default=None, description="CAPD total 0-32; not with capd.")
     unable_to_perform: bool = Field(
-        default=False, description="The patient cannot do ICE/CAPD because unarousable."
+        default=False,
+        description=(
+            "The patient cannot do ICE/CAPD because unarousable. With consciousness not reported it implies "
+            "'unarousable'; with any other consciousness it is a contradiction."
+        ),
     )
     consciousness: Consciousness | None = None
     consciousness_other_cause: bool = Field(
         default=False,
         description="Depressed consciousness is explained by sedating medication or another cause.",
     )
+    encephalopathy_other_cause: bool = Field(
+        default=False, description="The ICE or CAPD finding is explained by another cause: it does not count."
+    )
     seizure: Seizure | None = None
+    seizure_other_cause: bool = Field(
+        default=False, description="The seizure is explained by another cause (e.g. a venous infarct): it does not count."
+    )
     motor: Motor | None = Field(
         default=None, description="tremor_or_myoclonus is recorded but never counts toward ICANS."
     )
+    motor_other_cause: bool = Field(
+        default=False, description="The motor finding is explained by another cause: it does not count."
+    )
     cerebral_edema: CerebralEdema | None = Field(default=None, description="On neuroimaging.")
     icp_signs: list[IcpSign] | None = Field(default=None, json_schema_extra={"uniqueItems": True})
-    intracranial_hemorrhage: bool = Field(default=False, description="Excluded from ICANS grading.")
+    icp_other_cause: bool = Field(
+        default=False,
+        description="Cerebral edema and ICP signs are explained by another cause (e.g. a hemorrhage): they do not count.",
+    )
+    intracranial_hemorrhage: bool = Field(
+        default=False,
+        description="Excluded from ICANS grading; when true, edema and ICP signs are undetermined until icp_other_cause is sent.",
+    )
     death_attributed: bool = Field(default=False, description="A clinician attributes death to ICANS.")
 
 
@@ -331,7 +360,7 @@ class Assessment(_Strict):
 # ----------------------------------------------------------------------------------------------
 
 EvidenceLevel = Literal["P", "R2", "R1", "U", "LOCAL"]
-GradeStatus = Literal["graded", "no_crs", "not_assessable", "clinician_review"]
+GradeStatus = Literal["graded", "incomplete", "no_crs", "not_assessable", "clinician_review"]
 
 
 class _Out(BaseModel):
@@ -366,10 +395,27 @@ class RulesetRef(_Out):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class UndeterminedInput(_Out):
+    """An unreported input whose report could raise the grade."""
+
+    input: str = Field(description="The request path, e.g. crs.vasopressors.")
+    up_to: int = Field(ge=0, le=5, description="The highest grade reporting this input alone could establish.")
+
+
 class DomainResult(_Out):
     scale: str
     ruleset: str = Field(description="Rule set id@version that graded this.")
-    grade: int | None = Field(ge=0, le=5, description="0-5, or null when not assessable or left to the clinician.")
+    grade: int | None = Field(
+        ge=0, le=5, description="What the reported inputs establish: 0-5, or null when not assessable or left to the clinician."
+    )
+    grade_max: int | None = Field(
+        ge=0,
+        le=5,
+        description="The highest grade the unreported inputs still allow; equals grade when nothing unreported could raise it.",
+    )
+    undetermined_by: list[UndeterminedInput] = Field(
+        default_factory=list, description="The unreported inputs whose report could raise the grade."
+    )
     status: GradeStatus
     drivers: list[Driver] = Field(description="The rules that set the grade, then the others that fired.")
     domains: dict[str, int | None] = Field(
@@ -417,11 +463,44 @@ class Action(_Out):
     interpretations: list[Interpretation] = Field(default_factory=list)
 
 
+class UndeterminedFlag(_Out):
+    """A critical or warning flag whose condition is unknown: it could fire once `missing` is reported."""
+
+    id: str
+    rule: str
+    severity: Severity
+    message: str
+    citation: str
+    evidence_level: EvidenceLevel
+    missing: list[str] = Field(description="The unreported inputs (request paths) that would decide it.")
+
+
+class UndeterminedAction(_Out):
+    """A label action whose condition is unknown: it could apply once `missing` is reported."""
+
+    id: str
+    rule: str
+    drug: str
+    text: str
+    citation: str
+    evidence_level: EvidenceLevel
+    missing: list[str] = Field(description="The unreported inputs (request paths) that would decide it.")
+
+
 class AssessmentResult(_Out):
     id: str
     evaluated_at: datetime
     crs: CrsResult | None = None
     icans: IcansResult | None = None
     flags: list[Flag] = Field(default_factory=list, description="Most severe first.")
+    undetermined_flags: list[UndeterminedFlag] = Field(
+        default_factory=list, description="Critical and warning flags whose condition is unknown, most severe first."
+    )
     actions: list[Action] = Field(default_factory=list)
+    undetermined_actions: list[UndeterminedAction] = Field(
+        default_factory=list, description="Actions whose condition is unknown."
+    )
+    notes: list[str] = Field(
+        default_factory=list, description="What the engine derived or noticed for the flags and actions, in words."
+    )
     rulesets: list[RulesetRef]

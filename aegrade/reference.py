@@ -1,21 +1,30 @@
-"""The reference evaluator: rule conditions evaluated by plain Python.
+"""The reference evaluator: rule conditions evaluated by plain Python, in three-valued logic.
 
 It reads the same rule files as durable_rules and runs beside it on every assessment; the engine
-compares the two sets of fired rules. Conditions are turned into closures once, at load.
+compares the two evaluators' sets of certainly-true and possibly-true rules. Conditions are turned
+into closures once, at load.
 
-Semantics (durable_rules is compiled to match them, see `aegrade._durable`):
-- a test of a fact that is absent (not reported) is false, except `absent`;
-- `not` negates its whole subtree;
-- settings are always present;
-- a test with a `ref` compares the fact with another fact times a constant, or with a setting.
+Semantics (api-v1.md, "v1.1 additions"; durable_rules is compiled to match them, see
+`aegrade._durable`). A condition is True, False or unknown (None):
+- a test of a fact that was not reported is unknown; so is a test whose `ref` fact was not reported;
+- `present` and `absent` test the report itself: always known;
+- a `future` fact (see `aegrade.facts`) that is absent fails its test, as in two-valued logic;
+- a `bounded` fact (an `Interval`) is true when every value in its bounds passes, false when none
+  does, unknown otherwise;
+- `all` is false when any part is false, true when every part is true, unknown otherwise; `any` is
+  the dual; `not` swaps true and false and keeps unknown (Kleene's strong logic);
+- settings are always known.
+
+A rule is *certain* when its condition is true, *possible* when it is not false.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from aegrade.facts import CATALOGUES, FactSpec, FactValue, Interval
 from aegrade.rulefile import (
     AllOf,
     AnyOf,
@@ -29,11 +38,14 @@ from aegrade.rulefile import (
     SettingValue,
 )
 
-__all__ = ["Predicate", "ReferenceEvaluator", "compile_condition", "compiled"]
+__all__ = ["Fired", "ReferenceEvaluator", "Truth", "compile_condition", "compare_interval"]
 
-Facts = Mapping[str, Scalar]
+Facts = Mapping[str, FactValue]
 Settings = Mapping[str, Scalar]
-Predicate = Callable[[Facts, Settings], bool]
+Truth = bool | None
+Predicate = Callable[[Facts, Settings], Truth]
+Fired = tuple[frozenset[str], frozenset[str]]
+"""(certain, possible): the names whose condition is true, and those whose condition is not false."""
 
 _MISSING: Any = object()
 
@@ -49,82 +61,106 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def compile_condition(condition: Condition) -> Predicate:
-    """A closure that evaluates `condition` on (facts, settings)."""
+def compare_interval(op: str, lo: float, hi: float, value: Any) -> Truth:
+    """`x op value` for an x known only to lie in [lo, hi]."""
+    if op in ("in", "not_in"):
+        inside = [compare_interval("eq", lo, hi, v) for v in value]
+        truth: Truth = True if True in inside else None if None in inside else False
+        return truth if op == "in" else (None if truth is None else not truth)
+    everywhere = {"eq": lo == hi == value, "ne": value < lo or value > hi, "lt": hi < value, "lte": hi <= value,
+                  "gt": lo > value, "gte": lo >= value}[op]
+    if everywhere:
+        return True
+    somewhere = {"eq": lo <= value <= hi, "ne": lo != hi or lo != value, "lt": lo < value, "lte": lo <= value,
+                 "gt": hi > value, "gte": hi >= value}[op]
+    return None if somewhere else False
+
+
+def compile_condition(condition: Condition, catalogue: Mapping[str, FactSpec]) -> Predicate:
+    """A closure that evaluates `condition` on (facts, settings) to True, False or None (unknown)."""
     if isinstance(condition, AllOf):
-        return _all_of([compile_condition(c) for c in condition.all])
+        return _all_of([compile_condition(c, catalogue) for c in condition.all])
     if isinstance(condition, AnyOf):
-        return _any_of([compile_condition(c) for c in condition.any])
+        return _any_of([compile_condition(c, catalogue) for c in condition.any])
     if isinstance(condition, NotOf):
-        inner = compile_condition(condition.not_)
-        return lambda f, s: not inner(f, s)
+        inner = compile_condition(condition.not_, catalogue)
+
+        def negation(f: Facts, s: Settings) -> Truth:
+            value = inner(f, s)
+            return None if value is None else not value
+
+        return negation
     if isinstance(condition, SettingTest):
         setting, compare = condition.setting, _COMPARE[condition.op]
         setting_value = _hashable(condition.value)
         return lambda f, s: compare(s[setting], setting_value)
-    return _compile_fact_test(condition)
-
-
-_COMPILED: dict[int, tuple[Condition, Predicate]] = {}
-
-
-def compiled(condition: Condition) -> Predicate:
-    """`compile_condition`, once per condition object. Rule-file models are immutable and live as
-    long as their rule set; the cache holds the object too, so its id is never reused."""
-    entry = _COMPILED.get(id(condition))
-    if entry is None:
-        entry = _COMPILED.setdefault(id(condition), (condition, compile_condition(condition)))
-    return entry[1]
+    return _compile_fact_test(condition, catalogue)
 
 
 def _all_of(parts: list[Predicate]) -> Predicate:
-    def predicate(f: Facts, s: Settings) -> bool:
+    def predicate(f: Facts, s: Settings) -> Truth:
+        unknown = False
         for part in parts:
-            if not part(f, s):
+            value = part(f, s)
+            if value is False:
                 return False
-        return True
+            if value is None:
+                unknown = True
+        return None if unknown else True
 
     return parts[0] if len(parts) == 1 else predicate
 
 
 def _any_of(parts: list[Predicate]) -> Predicate:
-    def predicate(f: Facts, s: Settings) -> bool:
+    def predicate(f: Facts, s: Settings) -> Truth:
+        unknown = False
         for part in parts:
-            if part(f, s):
+            value = part(f, s)
+            if value is True:
                 return True
-        return False
+            if value is None:
+                unknown = True
+        return None if unknown else False
 
     return parts[0] if len(parts) == 1 else predicate
 
 
-def _compile_fact_test(test: FactTest) -> Predicate:
+def _compile_fact_test(test: FactTest, catalogue: Mapping[str, FactSpec]) -> Predicate:
     name = test.fact
     if test.op == "present":
         return lambda f, s: name in f
     if test.op == "absent":
         return lambda f, s: name not in f
-    compare = _COMPARE[test.op]
+    op = test.op
+    compare = _COMPARE[op]
+    when_absent: Truth = False if catalogue[name].future else None
     if isinstance(test.ref, ScaledFact):
         other, times = test.ref.fact, test.ref.times
 
-        def against_fact(f: Facts, s: Settings) -> bool:
+        def against_fact(f: Facts, s: Settings) -> Truth:
             x, y = f.get(name, _MISSING), f.get(other, _MISSING)
-            return x is not _MISSING and y is not _MISSING and compare(x, y * times)
+            if x is _MISSING or y is _MISSING:
+                return None
+            return compare(x, y * times)
 
         return against_fact
     if isinstance(test.ref, SettingValue):
         setting = test.ref.setting
 
-        def against_setting(f: Facts, s: Settings) -> bool:
+        def against_setting(f: Facts, s: Settings) -> Truth:
             x = f.get(name, _MISSING)
-            return x is not _MISSING and compare(x, s[setting])
+            return when_absent if x is _MISSING else compare(x, s[setting])
 
         return against_setting
     value = _hashable(test.value)
 
-    def predicate(f: Facts, s: Settings) -> bool:
+    def predicate(f: Facts, s: Settings) -> Truth:
         x = f.get(name, _MISSING)
-        return x is not _MISSING and compare(x, value)
+        if x is _MISSING:
+            return when_absent
+        if isinstance(x, Interval):
+            return compare_interval(op, x.lo, x.hi, value)
+        return compare(x, value)
 
     return predicate
 
@@ -134,24 +170,53 @@ def _hashable(value: Any) -> Any:
 
 
 class ReferenceEvaluator:
-    """Which rules of one rule set fire for given facts and settings."""
+    """Which of a list of named conditions over one subject's facts are certain, and which possible.
 
-    def __init__(self, ruleset: LoadedRuleSet) -> None:
+    `ReferenceEvaluator.for_rules(ruleset)` evaluates a rule set's rules;
+    `ReferenceEvaluator.for_derivations(ruleset)` its derivations (see
+    `LoadedRuleSet.derivation_conditions`).
+    """
+
+    def __init__(self, ruleset: LoadedRuleSet, named: Iterable[tuple[str, Condition]]) -> None:
         self.ruleset = ruleset
-        self._rules = [(rule.id, compile_condition(rule.when)) for rule in ruleset.rules]
-        self._missing = [(d.id, compile_condition(d.missing_when)) for d in ruleset.file.domains]
+        catalogue = CATALOGUES[ruleset.file.subject]
+        self.catalogue = catalogue
+        self._named = [(name, compile_condition(condition, catalogue)) for name, condition in named]
+        self._missing = [(d.id, compile_condition(d.missing_when, catalogue)) for d in ruleset.file.domains]
         self._applies = [
-            (s.id, compile_condition(s.applies_when)) for s in ruleset.file.settings if s.applies_when is not None
+            (s.id, compile_condition(s.applies_when, catalogue))
+            for s in ruleset.file.settings
+            if s.applies_when is not None
         ]
 
-    def fired(self, facts: Facts, settings: Settings) -> frozenset[str]:
-        """The ids of the rules whose condition holds."""
-        return frozenset([rule_id for rule_id, predicate in self._rules if predicate(facts, settings)])
+    @classmethod
+    def for_rules(cls, ruleset: LoadedRuleSet) -> ReferenceEvaluator:
+        return cls(ruleset, [(rule.id, rule.when) for rule in ruleset.rules])
+
+    @classmethod
+    def for_derivations(cls, ruleset: LoadedRuleSet) -> ReferenceEvaluator:
+        return cls(ruleset, ruleset.derivation_conditions)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self._named]
+
+    def fired(self, facts: Facts, settings: Settings) -> Fired:
+        """(certain, possible): the names whose condition is true, and those whose condition is not false."""
+        certain: list[str] = []
+        possible: list[str] = []
+        for name, predicate in self._named:
+            value = predicate(facts, settings)
+            if value is not False:
+                possible.append(name)
+                if value is True:
+                    certain.append(name)
+        return frozenset(certain), frozenset(possible)
 
     def missing_domains(self, facts: Facts, settings: Settings) -> frozenset[str]:
-        """The domains whose `missing_when` holds: not reported."""
-        return frozenset(domain_id for domain_id, predicate in self._missing if predicate(facts, settings))
+        """The domains whose `missing_when` is true: not reported."""
+        return frozenset(domain_id for domain_id, predicate in self._missing if predicate(facts, settings) is True)
 
     def settings_applying(self, facts: Facts, settings: Settings) -> list[str]:
-        """The settings whose `applies_when` holds: they decided the result whatever rule drove it."""
-        return [setting_id for setting_id, predicate in self._applies if predicate(facts, settings)]
+        """The settings whose `applies_when` is true: they decided the result whatever rule drove it."""
+        return [setting_id for setting_id, predicate in self._applies if predicate(facts, settings) is True]

@@ -81,8 +81,8 @@ class FactTest(_RuleModel):
     setting): `{fact: temperature_c, op: gte, value: 38.0}`, `{fact: fibrinogen_g_L, op: lt,
     ref: {fact: fibrinogen_lln_g_L, times: 0.5}}`.
 
-    A fact that was not reported fails every test except `absent`; so does a test whose `ref` fact
-    was not reported.
+    A test of a fact that was not reported is unknown (so is one whose `ref` fact was not
+    reported); `present` and `absent` test the report itself and are always known.
     """
 
     fact: str
@@ -178,7 +178,15 @@ class Rule(_RuleModel):
         default=None, description="The setting this rule applies; the explanation names it when the rule drives."
     )
     show: list[str] = Field(default_factory=list, description="Context values shown in the evidence.")
-    note: str | None = Field(default=None, description="Said in the explanation whenever this rule fires.")
+    note: str | None = Field(
+        default=None, description="Said in the explanation when this rule fires (a gate or fallback: when it drives)."
+    )
+    up_to: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description="For a gate or fallback that gives no grade: the highest grade a clinician could still give.",
+    )
     emits: str | None = Field(
         default=None, pattern=r"^[A-Z][A-Z0-9]*(-[A-Z0-9]+)*$", description="Flag or action id (collect policy)."
     )
@@ -209,6 +217,20 @@ class Combination(_RuleModel):
     evidence_level: EvidenceLevel
     default_grade: int | None = Field(default=None, ge=0, le=5)
     default_status: GradeStatus | None = None
+    undetermined_gate: str = Field(
+        default="A gate of this rule set is undetermined: the result cannot be given until the missing inputs are reported.",
+        description="Said when a gate rule's condition is unknown: the result is not_assessable, grade null.",
+    )
+    gate_stands_up_to: int | None = Field(
+        default=None,
+        ge=0,
+        le=5,
+        description=(
+            "When a gate is undetermined and nothing the unreported inputs allow exceeds this grade, the "
+            "gate's own result stands, with `gate_stands_note`."
+        ),
+    )
+    gate_stands_note: str | None = None
 
 
 class SbpFormula(_RuleModel):
@@ -241,6 +263,9 @@ class HypotensionFromVitals(_RuleModel):
     """
 
     statement: str
+    setting: str = Field(
+        description="Choice setting: 'counts' lets low vitals set hypotension; any other value only notes them."
+    )
     bands: list[HypotensionBand] = Field(min_length=1)
     map: MapThreshold | None = None
 
@@ -261,18 +286,6 @@ class AsparaginaseExposure(_RuleModel):
 
     pegaspargase_window_setting: str
     criterion: str
-    citation: str
-    evidence_level: EvidenceLevel
-
-
-class Mitchell2008(_RuleModel):
-    """Points of the Mitchell/BFM 2008 score (abstract weights)."""
-
-    asparaginase_with_steroid: int
-    steroids: list[str]
-    cvc: int
-    one_trait_or_family_history: int
-    two_or_more_traits: int
     citation: str
     evidence_level: EvidenceLevel
 
@@ -306,12 +319,61 @@ class DerivedBoolean(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class ScoreOption(_RuleModel):
+    points: int = Field(ge=0)
+    when: Condition
+
+
+class ScorePart(_RuleModel):
+    """One part of a score: the points of its first option whose condition holds, else 0."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    options: list[ScoreOption] = Field(min_length=1)
+
+
+class DerivedScore(_RuleModel):
+    """A number fact summed from parts. With unreported inputs it has a lower and an upper bound."""
+
+    fact: str
+    parts: list[ScorePart] = Field(min_length=1)
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class Attribution(_RuleModel):
+    """A competing cause: while `competing_cause` holds (or may hold) and the request does not say
+    whether `fact` (an `*_other_cause` fact) is true, that attribution is unknown, so the domains
+    it could explain are undetermined."""
+
+    fact: str
+    competing_cause: Condition
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class NeuroFinding(_RuleModel):
+    """One fact, one place: a boolean fact of this rule set read from a field of the neuro section
+    when that field is reported. It is true when the neuro value is one of `true_when` (for a list
+    field: when the list holds one of them)."""
+
+    fact: str
+    neuro_field: str
+    true_when: list[Scalar] = Field(min_length=1)
+    criterion: str
+
+
 class Derivations(_RuleModel):
-    booleans: list[DerivedBoolean] = Field(default_factory=list, description="Evaluated in order, before the rules.")
+    booleans: list[DerivedBoolean] = Field(
+        default_factory=list, description="Evaluated (by both evaluators, three-valued) before the rules."
+    )
+    scores: list[DerivedScore] = Field(default_factory=list, description="Evaluated with the booleans.")
+    attributions: list[Attribution] = Field(default_factory=list, description="Evaluated with the booleans.")
+    neuro_findings: list[NeuroFinding] = Field(default_factory=list)
     hypotension_from_vitals: HypotensionFromVitals | None = None
     encephalopathy_tool: EncephalopathyTool | None = None
     asparaginase_exposure: AsparaginaseExposure | None = None
-    mitchell2008: Mitchell2008 | None = None
     enoxaparin_reference: EnoxaparinReference | None = None
     blinatumomab_dosing: BlinatumomabDosing | None = None
 
@@ -320,9 +382,13 @@ class Expectation(_RuleModel):
     """A grading case sets grade and status (and may set drivers); a collect case sets emits."""
 
     grade: int | None = Field(default=None, ge=0, le=5)
+    grade_max: int | None = Field(default=None, ge=0, le=5, description="When given: the expected grade_max.")
     status: GradeStatus | None = None
     drivers: list[str] | None = Field(default=None, description="Exactly these rules drive, in any order.")
     emits: list[str] | None = Field(default=None, description="Exactly these flags or actions, in any order.")
+    undetermined: list[str] | None = Field(
+        default=None, description="When given: exactly these undetermined flags or actions, in any order."
+    )
 
 
 class RuleTestCase(_RuleModel):
@@ -356,6 +422,10 @@ AllOf.model_rebuild()
 AnyOf.model_rebuild()
 NotOf.model_rebuild()
 DerivedBoolean.model_rebuild()
+ScoreOption.model_rebuild()
+ScorePart.model_rebuild()
+DerivedScore.model_rebuild()
+Attribution.model_rebuild()
 Derivations.model_rebuild()
 RuleSetFile.model_rebuild()
 
@@ -414,6 +484,19 @@ class LoadedRuleSet:
     @property
     def rules(self) -> list[Rule]:
         return self.file.rules
+
+    @cached_property
+    def derivation_conditions(self) -> list[tuple[str, Condition]]:
+        """The conditions evaluated before the rules (derived booleans, score options, competing
+        causes), each with a name: `derive.<fact>`, `score.<fact>.<part>.<option>`,
+        `attribution.<fact>.<index>`. They test input facts only, so one evaluation decides them all."""
+        d = self.file.derivations
+        named: list[tuple[str, Condition]] = [(f"derive.{b.fact}", b.when) for b in d.booleans]
+        for score in d.scores:
+            for part in score.parts:
+                named += [(f"score.{score.fact}.{part.id}.{i}", o.when) for i, o in enumerate(part.options)]
+        named += [(f"attribution.{a.fact}.{i}", a.competing_cause) for i, a in enumerate(d.attributions)]
+        return named
 
     @cached_property
     def rule_inputs(self) -> dict[str, RuleInputs]:
@@ -637,11 +720,31 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
         if not isinstance(settings.get(setting_id), NumberSetting):
             raise RuleFileError(name, f"{what} needs number setting {setting_id!r}")
 
-    for derived in file.derivations.booleans:
+    derivations = file.derivations
+    derived_facts = (
+        {b.fact for b in derivations.booleans} | {s.fact for s in derivations.scores} | {a.fact for a in derivations.attributions}
+    )
+    for derived in derivations.booleans:
         spec = catalogue.get(derived.fact)
         if spec is None or spec.type != "boolean":
             raise RuleFileError(name, f"derived boolean {derived.fact!r} is not a boolean fact of {file.subject}")
-        _check_condition(derived.when, catalogue, settings, name, f"derived {derived.fact}")
+    for score in derivations.scores:
+        spec = catalogue.get(score.fact)
+        if spec is None or spec.type != "integer" or not spec.bounded:
+            raise RuleFileError(name, f"derived score {score.fact!r} is not a bounded integer fact of {file.subject}")
+    for attribution in derivations.attributions:
+        spec = catalogue.get(attribution.fact)
+        if spec is None or spec.type != "boolean" or spec.always_present:
+            raise RuleFileError(name, f"attribution {attribution.fact!r} is not an optional boolean fact of {file.subject}")
+    for finding in derivations.neuro_findings:
+        spec = catalogue.get(finding.fact)
+        if spec is None or spec.type != "boolean":
+            raise RuleFileError(name, f"neuro finding {finding.fact!r} is not a boolean fact of {file.subject}")
+    for stage_name, condition in file_derivation_conditions(file):
+        _check_condition(condition, catalogue, settings, name, stage_name)
+        used = sorted({t.fact for t in iter_tests(condition) if isinstance(t, FactTest)} & derived_facts)
+        if used:
+            raise RuleFileError(name, f"a derivation tests derived fact(s) {used}: derivations test input facts only", rule=stage_name)
     exposure = file.derivations.asparaginase_exposure
     if exposure is not None:
         number_setting(exposure.pegaspargase_window_setting, "asparaginase_exposure")
@@ -655,6 +758,13 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
             raise RuleFileError(name, "the last hypotension band must have no age limit")
         if hyp.map is not None:
             number_setting(hyp.map.from_age_setting, "the map threshold")
+        choice = settings.get(hyp.setting)
+        if not isinstance(choice, ChoiceSetting) or "counts" not in choice.choices:
+            raise RuleFileError(name, f"hypotension_from_vitals needs choice setting {hyp.setting!r} with a 'counts' choice")
+
+
+def file_derivation_conditions(file: RuleSetFile) -> list[tuple[str, Condition]]:
+    return LoadedRuleSet(file=file, path="", sha256="").derivation_conditions
 
 
 def _check_condition(
@@ -697,7 +807,7 @@ def _check_ref(
 ) -> None:
     def numeric(fact: str) -> bool:
         spec = catalogue.get(fact)
-        return spec is not None and spec.type in ("number", "integer")
+        return spec is not None and spec.type in ("number", "integer") and not spec.bounded
 
     if test.op not in ORDER_OPS or test.value is not None:
         raise RuleFileError(name, f"{test.fact} {test.op}: a ref is compared with lt/lte/gt/gte and no value", rule=where)

@@ -12,8 +12,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aegrade.derive import neuro_finding
 from aegrade.errors import FieldError, InvalidAssessment
 from aegrade.models import Assessment, NeuroSection
+from aegrade.rulefile import NeuroFinding
 
 __all__ = ["contradictions", "parse_assessment"]
 
@@ -37,8 +39,16 @@ def parse_assessment(data: Assessment | Mapping[str, Any]) -> Assessment:
         ) from None
 
 
-def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str = "") -> list[FieldError]:
-    """Every contradiction between fields. `tool` is the encephalopathy tool that fits the patient."""
+def contradictions(
+    assessment: Assessment,
+    *,
+    tool: str | None,
+    tool_reason: str = "",
+    neuro_findings: Sequence[NeuroFinding] = (),
+) -> list[FieldError]:
+    """Every contradiction between fields. `tool` is the encephalopathy tool that fits the patient;
+    `neuro_findings` are the thrombosis facts that the neuro section also reports (one fact, one
+    place: when both sections report one and disagree, both fields are named)."""
     errors: list[FieldError] = []
 
     def add(loc: tuple[str | int, ...], msg: str, value: Any = None, code: str = "contradiction") -> None:
@@ -84,6 +94,31 @@ def contradictions(assessment: Assessment, *, tool: str | None, tool_reason: str
     if thrombosis is not None:
         if thrombosis.on_blinatumomab is False and assessment.blinatumomab is not None:
             add(("thrombosis", "on_blinatumomab"), "on_blinatumomab is false but the blinatumomab section is sent", False)
+        if thrombosis.on_all_therapy is False and assessment.blinatumomab is not None:
+            add(
+                ("thrombosis", "on_all_therapy"),
+                "on_all_therapy is false but the blinatumomab section is sent (blinatumomab is given only for B-cell ALL)",
+                False,
+            )
+        if neuro is not None:
+            for finding in neuro_findings:
+                in_neuro = neuro_finding(neuro, finding)
+                in_thrombosis = getattr(thrombosis, finding.fact, None)
+                if in_neuro is None or in_thrombosis is None or in_neuro == in_thrombosis:
+                    continue
+                shown = getattr(neuro, finding.neuro_field)
+                add(
+                    ("thrombosis", finding.fact),
+                    f"thrombosis.{finding.fact} is {str(in_thrombosis).lower()} but neuro.{finding.neuro_field} is "
+                    f"{shown!r}: report the finding in one section, or make them agree",
+                    in_thrombosis,
+                )
+                add(
+                    ("neuro", finding.neuro_field),
+                    f"neuro.{finding.neuro_field} {shown!r} disagrees with thrombosis.{finding.fact} "
+                    f"({str(in_thrombosis).lower()})",
+                    shown,
+                )
         if thrombosis.lmwh_intent is not None and thrombosis.lmwh_agent is None:
             add(("thrombosis", "lmwh_intent"), "lmwh_intent is given but no lmwh_agent", thrombosis.lmwh_intent)
         if thrombosis.prior_asp_associated_vte and thrombosis.prior_vte is False:
@@ -122,9 +157,15 @@ def _neuro_contradictions(neuro: NeuroSection, *, tool: str | None, tool_reason:
             errors.append(
                 FieldError(("neuro", capd_field), "unable_to_perform is true but a CAPD score is given", "contradiction")
             )
-        if neuro.consciousness == "alert":
+        if neuro.consciousness is not None and neuro.consciousness != "unarousable":
             errors.append(
-                FieldError(("neuro", "consciousness"), "unable_to_perform (unarousable) contradicts consciousness 'alert'", "contradiction", "alert")
+                FieldError(
+                    ("neuro", "unable_to_perform"),
+                    f"unable_to_perform means unarousable, but consciousness is {neuro.consciousness!r}: "
+                    "send unable_to_perform only with 'unarousable' or with no consciousness",
+                    "contradiction",
+                    True,
+                )
             )
     errors.extend(_repeats(("neuro", "icp_signs"), neuro.icp_signs or []))
     return errors
