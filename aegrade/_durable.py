@@ -15,8 +15,12 @@ with a two-rule ruleset):
   Presence is sent instead as an explicit companion field per fact, `has__<fact>` = 1 or 0.
 - A number written with an exponent (`1e-05`, which `json.dumps` writes for 0.00001) makes the
   post fail with error 204. Facts are serialized here, with every number in positional notation.
-- `$neq` on an absent field does not match. Negations are pushed down to the tests and each
-  negated fact test also matches when the fact is absent, as in the reference evaluator.
+- `$neq` on an absent field does not match. Conditions are three-valued (see
+  `aegrade.reference`), and each rule is compiled twice: "certainly true" and "possibly true".
+  Negations are pushed down to the tests (`not` swaps certain and possible, so a leaf keeps the
+  strength of its compilation); a leaf is "reported and passes" (`has__<fact>` = 1 and the test)
+  when strong, and "not reported or passes" when weak. No absent-field semantics of durable_rules
+  is relied on. A bounded fact (an interval) is sent as `<fact>__lo` and `<fact>__hi`.
 - Actions are not run. durable_rules queues one action per matched rule; the queue of the session
   is read directly (`start_action_for_state`, then `complete_and_start_action` until it is empty),
   which names every matched rule. Its Python action layer (a closure, a JSON round trip of the
@@ -159,6 +163,7 @@ class _Compiler:
             return {_presence(condition.fact): 1 if present else 0}
         op = _NEGATED[condition.op] if negate else condition.op
         spec = self.catalogue[condition.fact]
+        value: Any
         if condition.ref is not None:
             key = id(condition)
             if key not in self._ref_names:

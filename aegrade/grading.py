@@ -278,6 +278,8 @@ def collect(
                 elif isinstance(value, Interval):
                     missing.extend((open_inputs or {}).get(name, spec.inputs))
             missing = list(dict.fromkeys(missing))
+            if missing and all("." not in path and path not in reported for path in missing):
+                continue  # open only because a whole section was not sent (no CRS assessed, say)
             common = {"id": rule.emits, "rule": rule.id, "citation": rule.citation, "evidence_level": rule.evidence_level}
             if drug is None:
                 open_flags.append(UndeterminedFlag(severity=rule.severity, message=rule.message, missing=missing, **common))
