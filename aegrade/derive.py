@@ -272,8 +272,14 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
     else:
         facts["intracranial_hemorrhage"] = thrombosis.ich_present
         out.notes.append(f"intracranial_hemorrhage read from thrombosis.ich_present ({str(thrombosis.ich_present).lower()}).")
-    if thrombosis is not None and thrombosis.confirmed_thrombosis_site is not None:
-        facts["confirmed_thrombosis_site"] = thrombosis.confirmed_thrombosis_site
+    if thrombosis is not None:
+        if thrombosis.confirmed_thrombosis_site is not None:
+            facts["confirmed_thrombosis_site"] = thrombosis.confirmed_thrombosis_site
+        # One fact, one place: signs ticked only in the thrombosis section still count for ICANS.
+        if thrombosis.seizure is not None:
+            facts["thrombosis_seizure"] = thrombosis.seizure
+        if thrombosis.papilledema is not None:
+            facts["thrombosis_papilledema"] = thrombosis.papilledema
     for name in ("consciousness", "seizure", "motor", "cerebral_edema"):
         value = getattr(neuro, name)
         if value is not None:

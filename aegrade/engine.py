@@ -174,7 +174,9 @@ class Engine:
             )
         flags: list[Flag] = []
         open_flags: list[UndeterminedFlag] = []
-        if parsed.thrombosis is not None:
+        if parsed.thrombosis is not None or parsed.blinatumomab is not None:
+            # A blinatumomab section implies ALL therapy, the population of the thrombosis flags,
+            # whose neurological signs are read from neuro (one fact, one place).
             runner = self._runners["thrombosis"]
             used.append(runner)
             derived = thrombosis_facts(parsed, runner.ruleset, runner.settings)
@@ -365,15 +367,25 @@ class Engine:
                         crs_grade=(graded.crs.grade, graded.crs.grade_max) if graded.crs else None,
                         icans_grade=(graded.icans.grade, graded.icans.grade_max) if graded.icans else None,
                     )
+                    open_inputs = {
+                        "crs_grade": [u.input for u in graded.crs.undetermined_by] if graded.crs else [],
+                        "icans_grade": [u.input for u in graded.icans.undetermined_by] if graded.icans else [],
+                    }
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
+                    open_inputs = {}
                 certain, possible = self._evaluate(runner, derived, settings)
                 emitted = sorted({r.emits for r in rs.rules if r.id in certain and r.emits})
                 if expect.emits is not None and emitted != sorted(set(expect.emits)):
                     problems.append(f"expected {sorted(set(expect.emits))}, got {emitted}")
                 if expect.undetermined is not None:
                     _, open_items = collect(
-                        runner.reference, (certain, possible), derived, settings, reported=reported_inputs(parsed)
+                        runner.reference,
+                        (certain, possible),
+                        derived,
+                        settings,
+                        reported=reported_inputs(parsed),
+                        open_inputs=open_inputs,
                     )
                     got = sorted({item.id for item in open_items})
                     if got != sorted(set(expect.undetermined)):

@@ -134,6 +134,8 @@ ICANS_FACTS: dict[str, FactSpec] = {
     "intracranial_hemorrhage": _known(
         "boolean", "intracranial hemorrhage (neuro.intracranial_hemorrhage, or thrombosis.ich_present)"
     ),
+    "thrombosis_seizure": FactSpec("boolean", "a seizure as the thrombosis section reports it (absent when not sent)"),
+    "thrombosis_papilledema": FactSpec("boolean", "papilledema as the thrombosis section reports it (absent when not sent)"),
     "confirmed_thrombosis_site": _enum(
         models.ThrombosisSite, "imaging-confirmed thrombosis site (thrombosis section)",
         inputs=("thrombosis.confirmed_thrombosis_site",),

@@ -277,7 +277,7 @@ def collect(
                     missing.extend(spec.inputs)
                 elif isinstance(value, Interval):
                     missing.extend((open_inputs or {}).get(name, spec.inputs))
-            missing = list(dict.fromkeys(missing))
+            missing = [path for path in dict.fromkeys(missing) if path not in reported]
             if missing and all("." not in path and path not in reported for path in missing):
                 continue  # open only because a whole section was not sent (no CRS assessed, say)
             common = {"id": rule.emits, "rule": rule.id, "citation": rule.citation, "evidence_level": rule.evidence_level}
