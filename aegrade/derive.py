@@ -347,9 +347,12 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
     if exposure is not None:
         product, days = section.asparaginase_product, section.days_since_last_asparaginase
         if product is None:
-            out.notes.append(
-                "asparaginase exposure cannot be known (no asparaginase product reported): flags that need it are undetermined."
-            )
+            if assessment.thrombosis is None:
+                pass  # flags run for a blinatumomab section alone: nothing about asparaginase was asked
+            else:
+                out.notes.append(
+                    "asparaginase exposure cannot be known (no asparaginase product reported): flags that need it are undetermined."
+                )
         else:
             if product == "pegaspargase":
                 window: float | None = float(settings[exposure.pegaspargase_window_setting])
