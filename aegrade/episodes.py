@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
-from aegrade.models import Assessment, AssessmentResult, CrsSection, Interpretation
+from aegrade.models import Assessment, AssessmentResult, CrsSection, Interpretation, UndeterminedInput
 
 __all__ = [
     "ANTIPYRETICS",
@@ -194,7 +194,13 @@ class ObservationResult(AssessmentResult):
 
 
 class TimelineDomain(_Out):
-    grade: int | None
+    grade: int | None = Field(description="What the reported inputs establish (the grade the course uses).")
+    grade_max: int | None = Field(
+        default=None, description="The highest grade the unreported inputs still allow (v1.1); equals grade when settled."
+    )
+    undetermined_by: list[UndeterminedInput] = Field(
+        default_factory=list, description="The unreported inputs whose report could raise the grade."
+    )
     status: str
     explanation: list[str] = Field(description="The criteria that set the grade, then the notes.")
 
@@ -212,12 +218,20 @@ class TimelineEntry(_Out):
 
 class DomainCourse(_Out):
     current_grade: int | None = Field(description="The grade of the latest observation that assessed this domain.")
+    current_grade_max: int | None = Field(
+        default=None,
+        description="The grade_max of that observation: the highest grade its unreported inputs still allow.",
+    )
     current_status: str | None
-    peak_grade: int | None = Field(description="The highest grade observed; null when none was graded.")
+    peak_grade: int | None = Field(
+        description="The highest grade established (grade, not grade_max: an incomplete grade counts as its "
+        "established part); null when none was graded."
+    )
     peak_at: datetime | None = Field(description="When the peak grade was first observed.")
     onset_at: datetime | None = Field(description="The first observation graded >= 1.")
     resolved_at: datetime | None = Field(
-        description="After onset, the first observation graded 0 with every later one also graded 0."
+        description="After onset, the first observation settled at grade 0 with every later one also settled at 0 "
+        "(an incomplete grade 0, which unreported inputs could raise, is not a resolution)."
     )
     masking_since: datetime | None = Field(
         description="CRS: the first fever-masking treatment at or after onset. Always null for ICANS."
@@ -365,6 +379,12 @@ class GradePoint:
     observed_at: datetime
     grade: int | None
     status: str
+    grade_max: int | None = None
+
+
+def _settled_zero(point: GradePoint) -> bool:
+    """Grade 0 that no unreported input could raise (not `incomplete`)."""
+    return point.grade == 0 and point.status != "incomplete" and (point.grade_max is None or point.grade_max == 0)
 
 
 def domain_course(points: Sequence[GradePoint]) -> DomainCourse:
@@ -375,14 +395,15 @@ def domain_course(points: Sequence[GradePoint]) -> DomainCourse:
     peak_at = next((p.observed_at for p in graded if p.grade == peak), None) if peak is not None else None
     onset_at = next((p.observed_at for p in graded if p.grade is not None and p.grade >= 1), None)
     resolved_at = None
-    if onset_at is not None and latest is not None and latest.grade == 0:
-        # the first of the trailing run of grade-0 observations
+    if onset_at is not None and latest is not None and _settled_zero(latest):
+        # the first of the trailing run of observations settled at grade 0
         for point in reversed(points):
-            if point.grade != 0:
+            if not _settled_zero(point):
                 break
             resolved_at = point.observed_at
     return DomainCourse(
         current_grade=latest.grade if latest else None,
+        current_grade_max=latest.grade_max if latest else None,
         current_status=latest.status if latest else None,
         peak_grade=peak,
         peak_at=peak_at,
@@ -401,7 +422,13 @@ def timeline_entry(
         if part is None:
             return None
         criteria = [d.criterion for d in part.drivers if d.drives]
-        return TimelineDomain(grade=part.grade, status=part.status, explanation=[*criteria, *part.notes])
+        return TimelineDomain(
+            grade=part.grade,
+            grade_max=part.grade_max,
+            undetermined_by=part.undetermined_by,
+            status=part.status,
+            explanation=[*criteria, *part.notes],
+        )
 
     return TimelineEntry(
         observation_id=observation_id,

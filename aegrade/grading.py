@@ -92,7 +92,7 @@ def grade(reference: ReferenceEvaluator, fired: Fired, derived: DerivedFacts, se
     elif possible_gates and possible_gates[0].id not in certain_ids:
         gate = possible_gates[0]
         stands = combination.gate_stands_up_to
-        if stands is not None and (maximum is None or maximum <= stands):
+        if stands is not None and (maximum is None or maximum <= stands) and reference.gate_may_stand(facts, settings):
             drivers, result_grade, status = [], gate.grade, gate.status or "graded"
             if combination.gate_stands_note:
                 extra_notes.append(combination.gate_stands_note)

@@ -183,6 +183,8 @@ class ReferenceEvaluator:
         self.catalogue = catalogue
         self._named = [(name, compile_condition(condition, catalogue)) for name, condition in named]
         self._missing = [(d.id, compile_condition(d.missing_when, catalogue)) for d in ruleset.file.domains]
+        stands = ruleset.file.combination.gate_stands_when
+        self._gate_stands = compile_condition(stands, catalogue) if stands is not None else None
         self._applies = [
             (s.id, compile_condition(s.applies_when, catalogue))
             for s in ruleset.file.settings
@@ -212,6 +214,10 @@ class ReferenceEvaluator:
                 if value is True:
                     certain.append(name)
         return frozenset(certain), frozenset(possible)
+
+    def gate_may_stand(self, facts: Facts, settings: Settings) -> bool:
+        """Whether the combination's `gate_stands_when` is certainly true (true when none is declared)."""
+        return self._gate_stands is None or self._gate_stands(facts, settings) is True
 
     def missing_domains(self, facts: Facts, settings: Settings) -> frozenset[str]:
         """The domains whose `missing_when` is true: not reported."""

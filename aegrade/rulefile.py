@@ -231,6 +231,10 @@ class Combination(_RuleModel):
         ),
     )
     gate_stands_note: str | None = None
+    gate_stands_when: Condition | None = Field(
+        default=None,
+        description="The gate may stand (gate_stands_up_to) only when this is certainly true.",
+    )
 
 
 class SbpFormula(_RuleModel):
@@ -420,6 +424,7 @@ class RuleSetFile(_RuleModel):
 
 AllOf.model_rebuild()
 AnyOf.model_rebuild()
+Combination.model_rebuild()
 NotOf.model_rebuild()
 DerivedBoolean.model_rebuild()
 ScoreOption.model_rebuild()
@@ -682,6 +687,8 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
 
     for domain in file.domains:
         _check_condition(domain.missing_when, catalogue, settings, name, f"domain {domain.id}")
+    if file.combination.gate_stands_when is not None:
+        _check_condition(file.combination.gate_stands_when, catalogue, settings, name, "combination.gate_stands_when")
 
     collect = file.combination.policy == "collect"
     for rule in file.rules:

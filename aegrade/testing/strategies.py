@@ -225,18 +225,20 @@ def oxygen_sections(draw: Draw) -> Payload:
 
 
 @st.composite
-def crs_sections(draw: Draw) -> Payload:
-    """`crs` sections with no contradiction."""
+def crs_sections(draw: Draw, *, complete: bool = False) -> Payload:
+    """`crs` sections with no contradiction. `complete`: every input that can decide the grade is
+    reported (fever_masked, hypotension, vasopressors, oxygen), so nothing is left unknown."""
+    maybe = (lambda strategy: strategy) if complete else _maybe
     out: Payload = {}
-    _put(out, "fever_masked", draw(_maybe(st.booleans())))
-    vasopressors = draw(_maybe(st.lists(st.sampled_from(VASOPRESSORS), unique=True, max_size=4)))
+    _put(out, "fever_masked", draw(maybe(st.booleans())))
+    vasopressors = draw(maybe(st.lists(st.sampled_from(VASOPRESSORS), unique=True, max_size=4)))
     _put(out, "vasopressors", vasopressors)
-    hypotension = draw(_maybe(st.booleans()))
+    hypotension = draw(maybe(st.booleans()))
     if hypotension is False and vasopressors:
         hypotension = True
     _put(out, "hypotension", hypotension)
-    _put(out, "oxygen", draw(_maybe(oxygen_sections())))
-    for flag in ("hypotension_other_cause", "hypoxia_other_cause"):
+    _put(out, "oxygen", draw(maybe(oxygen_sections())))
+    for flag in ("fever_other_cause", "hypotension_other_cause", "hypoxia_other_cause"):
         _put(out, flag, draw(_maybe(st.booleans())))
     _put(out, "death_attributed", draw(st.sampled_from([None, None, None, False, True])))
     return out
@@ -249,13 +251,28 @@ EDEMA: tuple[str, ...] = models.CerebralEdema.__args__  # type: ignore[attr-defi
 ICP_SIGNS: tuple[str, ...] = models.IcpSign.__args__  # type: ignore[attr-defined]
 
 
+OTHER_CAUSES: tuple[str, ...] = (
+    "consciousness_other_cause",
+    "encephalopathy_other_cause",
+    "seizure_other_cause",
+    "motor_other_cause",
+    "icp_other_cause",
+)
+
+
 @st.composite
-def neuro_sections(draw: Draw, tool: str) -> Payload:
-    """`neuro` sections with no contradiction, scored with `tool` ("ICE" or "CAPD") when scored."""
+def neuro_sections(draw: Draw, tool: str, *, complete: bool = False) -> Payload:
+    """`neuro` sections with no contradiction, scored with `tool` ("ICE" or "CAPD") when scored.
+
+    `complete`: every ICANS domain is reported (a score or unable_to_perform, consciousness,
+    seizure, motor, cerebral edema, ICP signs), and no competing cause leaves an attribution open.
+    `unable_to_perform` means unarousable (v1.1): it comes with consciousness unarousable or none.
+    """
+    maybe = (lambda strategy: strategy) if complete else _maybe
     out: Payload = {}
     unable = draw(st.sampled_from([None, False, False, True]))
     _put(out, "unable_to_perform", unable)
-    form = draw(st.sampled_from(["items", "score", None]))
+    form = draw(st.sampled_from(["items", "score"] if complete else ["items", "score", None]))
     if tool == "ICE" and form is not None:
         if unable:
             if draw(st.booleans()):
@@ -277,14 +294,18 @@ def neuro_sections(draw: Draw, tool: str) -> Payload:
             out["capd_score"] = draw(st.one_of(st.sampled_from([0, 1, 8, 9, 10, 32]), st.integers(0, 32)))
         else:
             out["capd"] = draw(st.lists(st.integers(0, 4), min_size=8, max_size=8))
-    choices = [c for c in CONSCIOUSNESS if not (unable and c == "alert")]
-    _put(out, "consciousness", draw(_maybe(st.sampled_from(choices))))
-    _put(out, "consciousness_other_cause", draw(_maybe(st.booleans())))
-    _put(out, "seizure", draw(_maybe(st.sampled_from(SEIZURE))))
-    _put(out, "motor", draw(_maybe(st.sampled_from(MOTOR))))
-    _put(out, "cerebral_edema", draw(_maybe(st.sampled_from(EDEMA))))
-    _put(out, "icp_signs", draw(_maybe(st.lists(st.sampled_from(ICP_SIGNS), unique=True, max_size=4))))
-    _put(out, "intracranial_hemorrhage", draw(_maybe(st.booleans())))
+    choices = ["unarousable"] if unable else list(CONSCIOUSNESS)
+    _put(out, "consciousness", draw(maybe(st.sampled_from(choices))))
+    for flag in OTHER_CAUSES:
+        _put(out, flag, draw(st.sampled_from([None, None, False, True])))
+    _put(out, "seizure", draw(maybe(st.sampled_from(SEIZURE))))
+    _put(out, "motor", draw(maybe(st.sampled_from(MOTOR))))
+    _put(out, "cerebral_edema", draw(maybe(st.sampled_from(EDEMA))))
+    _put(out, "icp_signs", draw(maybe(st.lists(st.sampled_from(ICP_SIGNS), unique=True, max_size=4))))
+    hemorrhage = draw(_maybe(st.booleans()))
+    _put(out, "intracranial_hemorrhage", hemorrhage)
+    if complete and hemorrhage and "icp_other_cause" not in out:
+        out["icp_other_cause"] = draw(st.booleans())  # a reported hemorrhage leaves the ICP attribution open
     _put(out, "death_attributed", draw(st.sampled_from([None, None, None, False, True])))
     return out
 
@@ -354,8 +375,10 @@ def thrombosis_sections(draw: Draw, *, on_blinatumomab_section: bool = False) ->
         del out["lmwh_intent"]
     if out.get("prior_asp_associated_vte") and out.get("prior_vte") is False:
         out["prior_vte"] = True
-    if on_blinatumomab_section and out.get("on_blinatumomab") is False:
-        out["on_blinatumomab"] = True
+    if on_blinatumomab_section:  # a blinatumomab section implies both (api-v1.md v1.1)
+        for implied in ("on_blinatumomab", "on_all_therapy"):
+            if out.get(implied) is False:
+                out[implied] = True
     return out
 
 
@@ -385,23 +408,54 @@ def tool_for(patient: Mapping[str, Any], *, capd_age_cutoff_years: float | None 
     return "CAPD" if patient.get("developmental_delay") or patient["age_years"] < cutoff else "ICE"
 
 
+NEURO_FINDINGS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    # thrombosis field: (neuro field, its value as the thrombosis fact) - one fact, one place (v1.1)
+    "seizure": ("seizure", lambda v: v != "none"),
+    "focal_deficit": ("motor", lambda v: v == "deep_focal_weakness"),
+    "altered_consciousness": ("consciousness", lambda v: v != "alert"),
+    "papilledema": ("icp_signs", lambda v: "papilledema" in v),
+    "ich_present": ("intracranial_hemorrhage", lambda v: v is True),
+}
+
+
+def _agree_with_neuro(thrombosis: Payload, neuro: Payload) -> None:
+    """Make the thrombosis section's neurological signs agree with what neuro reports (a
+    disagreement is a 422, api-v1.md v1.1 "one fact, one place")."""
+    for name, (neuro_field, value) in NEURO_FINDINGS.items():
+        if name in thrombosis and neuro_field in neuro:
+            thrombosis[name] = value(neuro[neuro_field])
+
+
 @st.composite
-def assessments(draw: Draw, *, capd_age_cutoff_years: float | None = None, death: bool = True) -> Payload:
+def assessments(
+    draw: Draw, *, capd_age_cutoff_years: float | None = None, death: bool = True, complete: bool = False
+) -> Payload:
     """Valid assessments in the API's request form, at the default settings unless told otherwise.
 
     `death=False` leaves out the death attributions (grade 5), for properties about the other grades.
+    `complete=True` reports every input that can decide the CRS and ICANS grades (a temperature,
+    and complete `crs` and `neuro` sections, which are always drawn), so that every grade is
+    determined (grade_max == grade); no thrombosis section then competes with the ICANS findings.
     """
     patient = draw(patients())
     out: Payload = {"patient": patient}
-    sections = draw(st.sets(st.sampled_from(["vitals", "crs", "neuro", "thrombosis", "blinatumomab"]), min_size=1))
+    if complete:
+        sections = {"vitals", "crs", "neuro"} | draw(st.sets(st.sampled_from(["blinatumomab"])))
+    else:
+        sections = draw(st.sets(st.sampled_from(["vitals", "crs", "neuro", "thrombosis", "blinatumomab"]), min_size=1))
     if "vitals" in sections:
         out["vitals"] = draw(vitals_sections())
+        if complete and "temperature_c" not in out["vitals"] and "temperature_f" not in out["vitals"]:
+            out["vitals"]["temperature_c"] = draw(_number(25, 45, thresholds("temperature_c")))
     if "crs" in sections:
-        out["crs"] = draw(crs_sections())
+        out["crs"] = draw(crs_sections(complete=complete))
     if "neuro" in sections:
-        out["neuro"] = draw(neuro_sections(tool_for(patient, capd_age_cutoff_years=capd_age_cutoff_years)))
+        tool = tool_for(patient, capd_age_cutoff_years=capd_age_cutoff_years)
+        out["neuro"] = draw(neuro_sections(tool, complete=complete))
     if "thrombosis" in sections:
         out["thrombosis"] = draw(thrombosis_sections(on_blinatumomab_section="blinatumomab" in sections))
+        if "neuro" in out:
+            _agree_with_neuro(out["thrombosis"], out["neuro"])
     if "blinatumomab" in sections:
         out["blinatumomab"] = draw(blinatumomab_sections())
     if not death:
@@ -550,9 +604,9 @@ def _contradiction(draw: Draw, base: Payload) -> tuple[Payload, tuple[str | int,
     if which == "capd_and_capd_score":
         neuro.update(capd=[0] * 8, capd_score=0)
         return base, ("neuro", "capd_score")
-    if which == "unable_and_alert":
-        neuro.update(unable_to_perform=True, consciousness="alert")
-        return base, ("neuro", "consciousness")
+    if which == "unable_and_alert":  # v1.1: unable_to_perform means unarousable; the 422 names it
+        neuro.update(unable_to_perform=True, consciousness=draw(st.sampled_from([c for c in CONSCIOUSNESS if c != "unarousable"])))
+        return base, ("neuro", "unable_to_perform")
     if which == "unable_with_ice_points":
         neuro.update(unable_to_perform=True, ice_score=draw(st.integers(1, 10)))
         neuro.pop("consciousness", None)
@@ -567,6 +621,13 @@ def _contradiction(draw: Draw, base: Payload) -> tuple[Payload, tuple[str | int,
 # ----------------------------------------------------------------------------------------------
 # Raw facts (for the differential test of the two evaluators)
 # ----------------------------------------------------------------------------------------------
+
+
+def _interval(bounds: tuple[Any, Any]) -> Any:
+    from aegrade.facts import Interval  # local: keeps the public import light
+
+    lo, hi = sorted(bounds)
+    return Interval(lo, hi)
 
 
 def fact_values(subject: str) -> st.SearchStrategy[dict[str, Any]]:
@@ -591,6 +652,8 @@ def fact_values(subject: str) -> st.SearchStrategy[dict[str, Any]]:
                 st.sampled_from(extremes),
                 st.floats(0, 500, allow_nan=False, allow_infinity=False),
             )
+        if spec.bounded:  # a derived number with unreported parts: sometimes known only within bounds
+            value = st.one_of(value, st.tuples(value, value).filter(lambda b: b[0] != b[1]).map(_interval))
         fields[name] = value if spec.always_present else _maybe(value)
 
     return st.fixed_dictionaries(fields).map(lambda d: {k: v for k, v in d.items() if v is not None})
