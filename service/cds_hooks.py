@@ -38,6 +38,7 @@ from service.fhir_routes import grade_fhir, non_finite
 from service.http import ApiError
 from service.routes import _responses, require_api_key
 from service.store import AuditStore, StoreUnavailable, metadata
+from service.wording import grade_text, is_open
 
 __all__ = ["SERVICE_ID", "cds_cards", "cds_feedback", "cards_for", "router"]
 
@@ -46,6 +47,7 @@ logger = logging.getLogger("aegrade.cds")
 SERVICE_ID = "aegrade-toxicity"
 ORDER_SIGN_ID = "aegrade-toxicity-order-sign"
 SUMMARY_MAX = 139  # CDS Hooks: "<140 characters"
+CARD_THRESHOLD = 1  # a domain card when the grade (or, undetermined, grade_max) reaches this
 ASTCT_2019 = "https://doi.org/10.1016/j.bbmt.2018.12.758"
 
 cds_cards = Table(
@@ -214,19 +216,52 @@ def _truncate(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
 
 
+def _domain_summary(scale: str, domain: DomainResult) -> str:
+    """The card summary (under 140 characters): the grade with its bound, naming the unreported
+    inputs when they fit, else only the bound."""
+    if domain.status == "clinician_review":
+        return f"{scale}: the charted findings need a clinician to grade them (ASTCT 2019)"
+    if domain.grade is not None and domain.grade >= CARD_THRESHOLD:
+        for inputs in (True, False):
+            summary = f"{scale} {grade_text(domain, inputs=inputs)} by ASTCT 2019 criteria from the charted data"
+            if len(summary) <= SUMMARY_MAX:
+                return summary
+        return _truncate(f"{scale} {grade_text(domain, inputs=False)} (ASTCT 2019)")
+    # nothing established at the card threshold, but unreported inputs could reach it
+    for inputs in (True, False):
+        summary = f"{scale} undetermined: {grade_text(domain, inputs=inputs)} until charted (ASTCT 2019)"
+        if len(summary) <= SUMMARY_MAX:
+            return summary
+    return _truncate(f"{scale} undetermined: {grade_text(domain, inputs=False)}")
+
+
 def _domain_card(name: str, domain: DomainResult, result: FhirAssessmentResult, links: list[CardLink]) -> Card | None:
+    """A card when the domain needs attention: a grade >= 1 established, a grade >= 1 that the
+    unreported inputs still allow (undetermined: an info card saying what to chart), or a result
+    left to the clinician. Grade 0 with nothing open, and not assessable with nothing open, give none."""
     tool = getattr(domain, "tool", None)
     scale = f"{name} ({tool})" if tool else name
+    established = domain.grade is not None and domain.grade >= CARD_THRESHOLD
+    possible = domain.grade_max is not None and domain.grade_max >= CARD_THRESHOLD
+    indicator: Literal["info", "warning", "critical"]
     if domain.status == "clinician_review":
-        indicator: Literal["info", "warning", "critical"] = "warning"
-        summary = f"{scale}: the charted findings need a clinician to grade them (ASTCT 2019)"
-    elif domain.status == "graded" and domain.grade is not None and domain.grade >= 1:
-        indicator = "critical" if domain.grade >= 3 else "warning"
-        summary = f"{scale} grade {domain.grade} by ASTCT 2019 criteria from the charted data"
+        indicator = "warning"
+    elif established:
+        indicator = "critical" if domain.grade is not None and domain.grade >= 3 else "warning"
+    elif possible:
+        indicator = "info"
     else:
         return None
-    lines = [f"**{scale}: {'grade ' + str(domain.grade) if domain.grade is not None else domain.status.replace('_', ' ')}** "
-             f"({domain.ruleset}, status {domain.status})", ""]
+    summary = _domain_summary(scale, domain)
+    lines = [f"**{scale}: {grade_text(domain)}** ({domain.ruleset}, status {domain.status})", ""]
+    if is_open(domain):
+        lines.append(
+            f"{'Undetermined: the' if not established else 'The'} charted data establish "
+            + (f"grade {domain.grade}" if domain.grade is not None else "no grade")
+            + f"; grade {domain.grade_max} is still possible. Charting these could raise it:"
+        )
+        lines += [f"- {u.input}: up to grade {u.up_to}" for u in domain.undetermined_by]
+        lines.append("")
     driving = [d for d in domain.drivers if d.drives]
     if driving:
         lines.append("Why:")
@@ -266,8 +301,9 @@ def _flag_card(flag: Flag, links: list[CardLink]) -> Card:
 
 
 def cards_for(result: FhirAssessmentResult, base_url: str) -> list[Card]:
-    """One card per domain that needs attention (grade >= 1, or left to the clinician), then one
-    per flag. Grade 0 and not-assessable domains give no card: nothing to act on."""
+    """One card per domain that needs attention (grade >= 1; grade_max >= 1 with a lower grade,
+    as an undetermined info card; or left to the clinician), then one per flag. A domain settled at
+    grade 0, or not assessable with nothing that could make it >= 1, gives no card."""
     links = [
         CardLink(label="aegrade audit record of this grading", url=f"{base_url.rstrip('/')}/v1/assessments/{result.id}", type="absolute"),
         CardLink(label="ASTCT 2019 consensus grading (Lee et al.)", url=ASTCT_2019, type="absolute"),

@@ -405,10 +405,8 @@ class EpisodeStore:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"episode of {patient_id} unreadable: {type(exc).__name__}") from exc
         times = [_utc(r.observed_at) for r in rows]
-        crs_points = [GradePoint(t, r.crs_grade, r.crs_status) for t, r in zip(times, rows, strict=True) if r.crs_status]
-        icans_points = [
-            GradePoint(t, r.icans_grade, r.icans_status) for t, r in zip(times, rows, strict=True) if r.icans_status
-        ]
+        crs_points = _points(times, rows, "crs")
+        icans_points = _points(times, rows, "icans")
         records = [
             TreatmentRecord(
                 id=t["id"],
@@ -431,6 +429,22 @@ class EpisodeStore:
         text = empty.replace('"timeline":[]', '"timeline":[' + ",".join(r.entry_json for r in rows) + "]", 1)
         logger.info("episode read: %d observations in %.2f ms", len(rows), (time.perf_counter() - started) * 1000)
         return text
+
+
+def _points(times: Sequence[datetime], rows: Sequence[Any], domain: str) -> list[GradePoint]:
+    """The course points of one domain. The grade and status come from their columns; grade_max
+    (v1.1) only from the stored timeline entry, read for the latest point alone (the current one)."""
+    points = [
+        GradePoint(t, getattr(r, f"{domain}_grade"), getattr(r, f"{domain}_status"))
+        for t, r in zip(times, rows, strict=True)
+        if getattr(r, f"{domain}_status")
+    ]
+    if points:
+        latest = next(r for r in reversed(rows) if getattr(r, f"{domain}_status"))
+        part = json.loads(latest.entry_json).get(domain) or {}
+        grade_max = part.get("grade_max", points[-1].grade)
+        points[-1] = GradePoint(points[-1].observed_at, points[-1].grade, points[-1].status, grade_max)
+    return points
 
 
 def _grade_columns(

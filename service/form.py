@@ -6,7 +6,9 @@ pydantic or aegrade.validation reports for a place in the Assessment lands next 
 field left blank is left out of the Assessment ("not reported"): nothing blank counts as normal.
 The only fields where "not ticked" means "no" are the checkboxes that the Assessment itself
 defines as checkboxes (symptoms and reaction features, aegrade.facts.CHECKBOXES) and the switches
-that default to false in the model (developmental delay, "other cause", unable to perform).
+that default to false in the model (developmental delay, the "explained by another cause"
+attributions, intracranial hemorrhage, unable to perform). Fever masked is a yes/no/not reported
+choice: left out it is unknown, and without a fever CRS then cannot be graded.
 
 Validation is the API's: the same pydantic models and the same engine checks.
 """
@@ -109,10 +111,11 @@ CRS = FormSection(
     (
         FormField(
             "crs.fever_masked",
-            "Fever masked (tocilizumab, steroid or antipyretic given)",
-            "check",
-            hint="Then fever is no longer needed to grade CRS.",
+            "Fever masked (tocilizumab, steroid or antipyretic given for CRS)",
+            "yesno",
+            hint="Yes: fever is no longer needed to grade CRS. Left blank without a fever, CRS cannot be graded.",
         ),
+        FormField("crs.fever_other_cause", "Fever explained by another cause (e.g. documented bacteraemia)", "check"),
         FormField(
             "crs.hypotension",
             "Hypotension needing fluids or vasopressors",
@@ -162,6 +165,11 @@ NEURO = FormSection(
         *CAPD_ITEMS,
         FormField("neuro.unable_to_perform", "Cannot do ICE/CAPD: unarousable", "check"),
         FormField(
+            "neuro.encephalopathy_other_cause",
+            "Low ICE/CAPD score explained by another cause (e.g. delirium from sepsis)",
+            "check",
+        ),
+        FormField(
             "neuro.consciousness",
             "Level of consciousness",
             "choice",
@@ -186,12 +194,14 @@ NEURO = FormSection(
                 "repetitive_without_return_to_baseline=Repeated, without return to baseline",
             ),
         ),
+        FormField("neuro.seizure_other_cause", "Seizure explained by another cause (e.g. a venous infarct)", "check"),
         FormField(
             "neuro.motor",
             "Motor findings",
             "choice",
             _options("none=None", "tremor_or_myoclonus=Tremor or myoclonus only", "deep_focal_weakness=Deep focal weakness (hemi- or paraparesis)"),
         ),
+        FormField("neuro.motor_other_cause", "Weakness explained by another cause (e.g. a stroke)", "check"),
         FormField(
             "neuro.cerebral_edema",
             "Cerebral edema on imaging",
@@ -209,6 +219,12 @@ NEURO = FormSection(
                 "papilledema=Papilledema",
                 "cushings_triad=Cushing's triad",
             ),
+        ),
+        FormField("neuro.intracranial_hemorrhage", "Intracranial hemorrhage on imaging", "check"),
+        FormField(
+            "neuro.icp_other_cause",
+            "Cerebral edema or raised-pressure signs explained by another cause (e.g. the hemorrhage)",
+            "check",
         ),
     ),
     hint="ICE for age 12 and over; CAPD under 12 or with developmental delay. Fill the one that applies.",
@@ -250,7 +266,8 @@ def _field_from_model(name: str, info: Any) -> FormField:
         return FormField(f"thrombosis.{name}", label, "number", unit=unit, hint=hint)
     if args and typing.get_origin(args[0]) is list:
         values = typing.get_args(typing.get_args(args[0])[0])
-        return FormField(f"thrombosis.{name}", label, "multi", tuple((v, v) for v in values), hint=hint)
+        # "None" says the list is empty (e.g. tested, no thrombophilia trait); nothing ticked is not reported
+        return FormField(f"thrombosis.{name}", label, "multi", (("none", "None"), *((v, v) for v in values)), hint=hint)
     if args and typing.get_origin(args[0]) is Literal:
         values = typing.get_args(args[0])
         return FormField(f"thrombosis.{name}", label, "choice", tuple((v, v) for v in values), hint=hint)

@@ -22,9 +22,10 @@ from fastapi.templating import Jinja2Templates
 from aegrade import Engine
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.models import AssessmentResult
-from service.form import FLOW_DEVICES, FORM, LABELS, assessment_from_form, errors_from_validation, form_values
+from service.form import FLOW_DEVICES, FORM, LABELS, assessment_from_form, errors_from_validation, field_name, form_values
 from service.routes import grade_on_record
 from service.store import StoreUnavailable
+from service.wording import grade_text, undetermined_inputs, undetermined_text
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -44,6 +45,10 @@ def _static_url(name: str) -> str:
 
 
 templates.env.globals["static"] = _static_url
+templates.env.globals["grade_text"] = grade_text
+templates.env.globals["field_name"] = field_name
+templates.env.globals["undetermined_inputs"] = undetermined_inputs
+templates.env.globals["undetermined_text"] = undetermined_text
 
 
 def _page(

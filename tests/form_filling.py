@@ -69,8 +69,6 @@ def form_fields(request: dict[str, Any]) -> dict[str, list[str]]:
             elif path == "neuro.capd":
                 for i, score in enumerate(value):
                     out[f"neuro.capd.{i}"] = [str(score)]
-            elif path == "crs.fever_masked" and value is False:
-                pass  # an unticked box: the engine takes it as false and says so
             else:
                 put(path, value)
         if section == "blinatumomab":

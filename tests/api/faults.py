@@ -20,10 +20,11 @@ MARKER_AGE = 99.5
 
 
 class _Disagreeing:
-    """A durable evaluator that always fires one rule the reference evaluator does not."""
+    """A durable evaluator that always fires one rule the reference evaluator does not. Since v1.1
+    an evaluator answers (certain, possible): the rules that fire, and those that could."""
 
-    def fired(self, facts: Any, settings: Any) -> frozenset[str]:
-        return frozenset({"crs.oxygen.positive_pressure"})
+    def fired(self, facts: Any, settings: Any) -> tuple[frozenset[str], frozenset[str]]:
+        return frozenset({"crs.oxygen.positive_pressure"}), frozenset()
 
 
 def _engine(config: GraderConfig) -> Engine:

@@ -64,7 +64,7 @@ def test_rulesets_and_health(client: TestClient) -> None:
     rulesets = client.get("/v1/rulesets").json()
     by_id = {r["id"]: r for r in rulesets}
     assert by_id["astct-crs"]["rule_count"] == len(aegrade.default_engine()._runners["crs"].ruleset.rules)
-    assert by_id["astct-icans"]["settings"] == {"capd_age_cutoff_years": 12.0}
+    assert by_id["astct-icans"]["settings"]["capd_age_cutoff_years"] == 12.0
     assert client.get("/healthz").json() == {"status": "ok", "store": "ok"}
 
 
@@ -191,8 +191,9 @@ def test_service_refuses_to_start_with_a_failing_rule_file(tmp_path: Path) -> No
     rules = tmp_path / "rules"
     source = Path(aegrade.rulefile.default_rules_dir())
     shutil.copytree(source, rules)
+    assert "op: gte, value: 38.0}" in (source / "crs" / "astct-2019.yaml").read_text()  # the fever threshold
     (rules / "crs" / "astct-2019.yaml").write_text(
-        (source / "crs" / "astct-2019.yaml").read_text().replace("value: 38.0}", "value: 38.5}", 1)
+        (source / "crs" / "astct-2019.yaml").read_text().replace("op: gte, value: 38.0}", "op: gte, value: 38.5}", 1)
     )
     app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", rules_dir=rules))
     with pytest.raises(aegrade.RuleSelfTestFailed):

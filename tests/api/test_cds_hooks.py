@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy
 from fastapi.testclient import TestClient
 
-from aegrade.fhir_codes import LOINC
+from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((ROOT / "fixtures" / "cds_hooks" / "cds-hooks-2.0.schema.json").read_text())
@@ -109,9 +109,61 @@ def test_order_sign_gives_the_same_cards(client: TestClient) -> None:
         assert [c["summary"] for c in body["cards"]] == ["CRS grade 3 by ASTCT 2019 criteria from the charted data"]
 
 
-def test_grade_zero_gives_no_card(client: TestClient) -> None:
-    body = client.post("/cds-services/aegrade-toxicity", json=_call("V01")).json()
+def _fever_masked(call: dict[str, Any], value: bool) -> dict[str, Any]:
+    """The call with an aegrade fever-masked Observation charted (the record then says it)."""
+    when = datetime.now(timezone.utc) - timedelta(minutes=10)
+    observation = {
+        "resourceType": "Observation", "id": "fever-masked", "status": "final",
+        "code": {"coding": [{"system": AEGRADE_SYSTEM, "code": "fever-masked"}]},
+        "subject": {"reference": f"Patient/{call['context']['patientId']}"},
+        "effectiveDateTime": when.isoformat().replace("+00:00", "Z"), "valueBoolean": value,
+    }
+    call["prefetch"]["assessments"]["entry"].append({"resource": observation})
+    return call
+
+
+def test_settled_grade_zero_gives_no_card(client: TestClient) -> None:
+    body = client.post("/cds-services/aegrade-toxicity", json=_fever_masked(_call("V01"), False)).json()
     assert body == {"cards": []}
+
+
+def test_an_undetermined_grade_gives_a_card_with_its_bound(client: TestClient) -> None:
+    """37.4 °C on a nasal cannula at 4 L/min, fever masking not charted: CRS is not assessable, and
+    grade 2 is possible. The card says so (v1.1), and says what to chart."""
+    body = client.post("/cds-services/aegrade-toxicity", json=_call("V21")).json()
+    _validate(body, "response")
+    [card] = [c for c in body["cards"] if c["summary"].startswith("CRS")]
+    assert card["indicator"] == "info"
+    assert card["summary"] == "CRS undetermined: not assessable (up to 2: crs.fever_masked not reported) until charted (ASTCT 2019)"
+    assert len(card["summary"]) < 140
+    assert "**CRS: not assessable (up to 2: crs.fever_masked not reported)**" in card["detail"]
+    assert "- crs.fever_masked: up to grade 2" in card["detail"]
+    # charted as not masked, it is settled at grade 0: no card
+    settled = client.post("/cds-services/aegrade-toxicity", json=_fever_masked(_call("V21"), False)).json()
+    assert [c for c in settled["cards"] if c["summary"].startswith("CRS")] == []
+
+
+def test_an_incomplete_grade_card_shows_the_bound(client: TestClient) -> None:
+    """V36: CRS grade 2 charted (fever, hypotension), vasopressors not charted: up to 4."""
+    body = client.post("/cds-services/aegrade-toxicity", json=_call("V36")).json()
+    [card] = [c for c in body["cards"] if c["summary"].startswith("CRS")]
+    assert card["indicator"] == "warning"
+    assert card["summary"] == "CRS grade 2 (up to 4: crs.vasopressors not reported) by ASTCT 2019 criteria from the charted data"
+    assert "**CRS: grade 2 (up to 4: crs.vasopressors not reported)**" in card["detail"]
+
+
+def test_a_long_bound_keeps_the_summary_under_140_characters() -> None:
+    from aegrade.models import CrsResult, UndeterminedInput
+    from service.cds_hooks import _domain_summary
+
+    inputs = [UndeterminedInput(input=f"neuro.some_long_input_name_{i}", up_to=4) for i in range(8)]
+    domain = CrsResult(scale="ASTCT 2019", ruleset="astct-crs@1.1.0", grade=1, grade_max=4, undetermined_by=inputs,
+                       status="incomplete", drivers=[], domains={}, missing=[])
+    summary = _domain_summary("CRS", domain)
+    assert len(summary) < 140 and "grade 1 (up to 4)" in summary
+    undetermined = domain.model_copy(update={"grade": None, "status": "not_assessable"})
+    summary = _domain_summary("CRS", undetermined)
+    assert len(summary) < 140 and "undetermined" in summary and "up to 4" in summary
 
 
 def test_observations_older_than_the_window_give_no_card(client: TestClient) -> None:

@@ -85,6 +85,7 @@ def test_blinatumomab_timeline_fever_masked_by_tocilizumab(client: TestClient) -
     course = episode(client, patient)
     assert course["crs"] == {
         "current_grade": 2,
+        "current_grade_max": 2,
         "current_status": "graded",
         "peak_grade": 2,
         "peak_at": f"{DAY1}T10:00:00Z",
@@ -97,6 +98,38 @@ def test_blinatumomab_timeline_fever_masked_by_tocilizumab(client: TestClient) -
     assert any("tocilizumab" in line for line in course["timeline"][1]["crs"]["explanation"])
     assert [t["agent"] for t in course["treatments"]] == ["tocilizumab"]
     assert course["icans"]["peak_grade"] is None
+
+
+NEURO_NONE = {"consciousness": "alert", "seizure": "none", "motor": "none", "cerebral_edema": "none", "icp_signs": []}
+
+
+def test_an_incomplete_grade_counts_as_established_and_keeps_its_bound(client: TestClient) -> None:
+    """v1.1: the course uses `grade` (what was reported establishes); the timeline shows grade_max and
+    what leaves it open; an incomplete grade 0 is not a resolution."""
+    patient = new_patient()
+    fever_only = post_observation(client, patient, observation(f"{DAY1}T08:00:00Z", vitals={"temperature_c": 39.0}))
+    assert (fever_only["crs"]["grade"], fever_only["crs"]["grade_max"], fever_only["crs"]["status"]) == (1, 4, "incomplete")
+    icans = post_observation(client, patient, observation(f"{DAY1}T09:00:00Z", neuro={"capd_score": 12, **NEURO_NONE}))
+    assert icans["icans"]["grade"] >= 1 and icans["icans"]["status"] == "graded"
+    partial = post_observation(client, patient, observation(f"{DAY1}T10:00:00Z", neuro={"capd_score": 0}))
+    assert partial["icans"]["grade"] == 0 and partial["icans"]["status"] == "incomplete"
+    assert partial["icans"]["grade_max"] > 0
+
+    course = episode(client, patient)
+    crs_entry = course["timeline"][0]["crs"]
+    assert (crs_entry["grade"], crs_entry["grade_max"], crs_entry["status"]) == (1, 4, "incomplete")
+    assert {u["input"] for u in crs_entry["undetermined_by"]} >= {"crs.oxygen", "crs.vasopressors"}
+    assert course["crs"]["peak_grade"] == 1 and course["crs"]["onset_at"] == f"{DAY1}T08:00:00Z"
+    assert (course["crs"]["current_grade"], course["crs"]["current_grade_max"]) == (1, 4)
+    assert course["icans"]["current_status"] == "incomplete"
+    assert course["icans"]["current_grade_max"] == partial["icans"]["grade_max"]
+    assert course["icans"]["resolved_at"] is None, "an incomplete grade 0 could still be ICANS: not resolved"
+
+    settled = post_observation(client, patient, observation(f"{DAY1}T11:00:00Z", neuro={"capd_score": 0, **NEURO_NONE}))
+    assert (settled["icans"]["grade"], settled["icans"]["status"]) == (0, "graded")
+    course = episode(client, patient)
+    assert course["icans"]["resolved_at"] == f"{DAY1}T11:00:00Z"
+    assert course["icans"]["current_grade_max"] == 0
 
 
 def test_without_the_treatment_the_same_observation_is_not_crs(client: TestClient) -> None:

@@ -37,12 +37,21 @@ def shown(html: str) -> dict[str, Any]:
     """What the result panel shows: grade, status per card; flag and action ids; the record id."""
     cards = dict(
         (title, (grade, status))
-        for title, grade, status in re.findall(
-            r'aria-label="(CRS|ICANS)" data-grade="([^"]*)" data-status="([^"]*)"', html
+        for title, grade, _, status in re.findall(
+            r'aria-label="(CRS|ICANS)" data-grade="([^"]*)" data-grade-max="([^"]*)" data-status="([^"]*)"', html
         )
+    )
+    grade_max = dict(
+        re.findall(r'aria-label="(CRS|ICANS)" data-grade="[^"]*" data-grade-max="([^"]*)"', html)
     )
     return {
         "cards": cards,
+        "grade_max": grade_max,
+        "grade_text": dict(
+            re.findall(r'aria-label="(CRS|ICANS)"[^>]*>\s*<h3>.*?</h3>\s*<p class="grade-text">([^<]*)</p>', html, re.S)
+        ),
+        "undetermined_actions": re.findall(r'data-action="([A-Z0-9-]+)"', html),
+        "undetermined_flags": re.findall(r'data-flag="([A-Z0-9-]+)"', html),
         "flags": re.findall(r"\(([A-Z0-9-]+), \[", html),
         "actions": re.findall(r"<li><strong>([a-z0-9_.-]+)</strong>:", html),
         "id": (re.findall(r'id="assessment-id">([0-9a-f]{32})<', html) or [None])[0],
@@ -77,8 +86,17 @@ def test_form_grades_every_vignette_as_the_api_does(client: TestClient, vignette
         else:
             grade = "" if part["grade"] is None else str(part["grade"])
             assert seen["cards"][title] == (grade, part["status"])
+            assert seen["grade_max"][title] == ("" if part["grade_max"] is None else str(part["grade_max"]))
+            if part["grade_max"] is not None and (part["grade"] is None or part["grade_max"] > part["grade"]):
+                assert f"(up to {part['grade_max']}: " in seen["grade_text"][title]
+                for u in part["undetermined_by"]:
+                    assert u["input"] in seen["grade_text"][title]
+            else:
+                assert "up to" not in seen["grade_text"][title]
     assert seen["flags"] == [f["id"] for f in api["flags"]]
     assert seen["actions"] == [a["id"] for a in api["actions"]]
+    assert seen["undetermined_actions"] == [a["id"] for a in api["undetermined_actions"]]
+    assert seen["undetermined_flags"] == [f["id"] for f in api["undetermined_flags"]]
     expected = vignette.get("expected", {})
     if "crs_grade" in expected:
         assert seen["cards"]["CRS"][0] == str(expected["crs_grade"])
@@ -156,3 +174,85 @@ def test_the_form_needs_no_api_key(tmp_path: Path) -> None:
     with TestClient(create_app(settings)) as client:
         assert client.get("/").status_code == 200
         assert client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38"}).status_code == 200
+
+
+# ---- v1.1: grades with their bound, what could apply, attribution ---------------------------------
+
+
+def test_an_incomplete_grade_is_shown_with_its_bound_never_bare(client: TestClient) -> None:
+    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "39"}).text
+    seen = shown(page)
+    assert seen["cards"]["CRS"] == ("1", "incomplete") and seen["grade_max"]["CRS"] == "4"
+    text = seen["grade_text"]["CRS"]
+    assert text.startswith("Grade 1 (up to 4: ") and text.endswith(" not reported)")
+    for path in ("crs.hypotension", "crs.oxygen"):
+        assert path in text
+    assert "<title>CRS grade 1 (up to 4) / ICANS - " in page
+
+
+def test_a_settled_grade_shows_no_bound(client: TestClient) -> None:
+    fields = {"patient.age_years": "40", "vitals.temperature": "39", "crs.hypotension": "no",
+              "crs.vasopressors": "none", "crs.oxygen.device": "none"}
+    seen = shown(client.post("/", data=fields).text)
+    assert seen["cards"]["CRS"] == ("1", "graded") and seen["grade_max"]["CRS"] == "1"
+    assert seen["grade_text"]["CRS"] == "Grade 1"
+
+
+def test_not_assessable_with_a_bound_says_what_is_missing(client: TestClient) -> None:
+    fields = {"patient.age_years": "40", "vitals.temperature": "37.2", "crs.vasopressors": "norepinephrine",
+              "crs.oxygen.device": "none"}
+    seen = shown(client.post("/", data=fields).text)
+    assert seen["cards"]["CRS"] == ("", "not_assessable")
+    assert seen["grade_text"]["CRS"] == "Not assessable (up to 3: crs.fever_masked not reported)"
+    # answering the question the bound names settles it
+    seen = shown(client.post("/", data={**fields, "crs.fever_masked": "no"}).text)
+    assert seen["cards"]["CRS"] == ("0", "no_crs") and "up to" not in seen["grade_text"]["CRS"]
+
+
+def test_fever_masked_is_yes_no_or_not_reported() -> None:
+    assert "fever_masked" not in parse_form({"patient.age_years": ["40"], "crs.fever_masked": [""]}).data.get("crs", {})
+    assert parse_form({"patient.age_years": ["40"], "crs.fever_masked": ["no"]}).data["crs"] == {"fever_masked": False}
+    assert parse_form({"patient.age_years": ["40"], "crs.fever_masked": ["yes"]}).data["crs"] == {"fever_masked": True}
+
+
+def test_undetermined_actions_and_notes_are_shown(client: TestClient) -> None:
+    fields = {"patient.age_years": "30", **{f"neuro.ice.{k}": v for k, v in
+              (("orientation", "2"), ("naming", "1"), ("commands", "1"), ("writing", "0"), ("attention", "1"))},
+              "blinatumomab.on": "yes", "blinatumomab.dose.value": "9", "blinatumomab.dose.unit": "mcg/day"}
+    api = client.post("/v1/assessments", json={"patient": {"age_years": 30}, "neuro": {"ice_score": 5},
+                                                "blinatumomab": {"dose": {"value": 9, "unit": "mcg/day"}}}).json()
+    assert api["undetermined_actions"] and api["notes"]
+    page = client.post("/", data=fields).text
+    assert shown(page)["undetermined_actions"] == [a["id"] for a in api["undetermined_actions"]]
+    first = api["undetermined_actions"][0]
+    item = re.search(rf'data-action="{first["id"]}">(.*?)</li>', page, re.S)
+    assert item is not None and "Could apply: " in item.group(1)
+    assert "missing " + ", ".join(first["missing"]) in item.group(1)
+    for note in api["notes"]:
+        assert f"<li>{note}</li>" in page
+    assert shown(page)["actions"] == [], "an action that could apply is not listed as one that does"
+
+
+def test_the_attribution_checkboxes_are_offered_and_sent(client: TestClient) -> None:
+    page = client.get("/").text
+    for name, words in (
+        ("crs.fever_other_cause", "Fever explained by another cause (e.g. documented bacteraemia)"),
+        ("neuro.encephalopathy_other_cause", "explained by another cause"),
+        ("neuro.seizure_other_cause", "Seizure explained by another cause"),
+        ("neuro.motor_other_cause", "Weakness explained by another cause"),
+        ("neuro.icp_other_cause", "explained by another cause"),
+    ):
+        assert re.search(rf'<input type="checkbox" id="{re.escape(name)}" name="{re.escape(name)}"', page), name
+        label = re.search(rf'<label for="{re.escape(name)}">([^<]*)</label>', page)
+        assert label is not None and words in label.group(1)
+    fields = {"patient.age_years": "40", "vitals.temperature": "39", "crs.fever_other_cause": "yes",
+              "crs.fever_masked": "no", "crs.hypotension": "no", "crs.vasopressors": "none", "crs.oxygen.device": "none"}
+    assert parse_form({k: [v] for k, v in fields.items()}).data["crs"]["fever_other_cause"] is True
+    seen = shown(client.post("/", data=fields).text)
+    assert seen["cards"]["CRS"] == ("0", "no_crs"), "a fever from another cause does not count"
+    seizure = {"patient.age_years": "40", "neuro.seizure": "resolved_rapidly", "neuro.seizure_other_cause": "yes"}
+    api = client.post("/v1/assessments", json={"patient": {"age_years": 40},
+                                                "neuro": {"seizure": "resolved_rapidly", "seizure_other_cause": True}}).json()
+    seen = shown(client.post("/", data=seizure).text)
+    assert seen["cards"]["ICANS"] == ("" if api["icans"]["grade"] is None else str(api["icans"]["grade"]), api["icans"]["status"])
+    assert seen["cards"]["ICANS"][0] != "3", "the attributed seizure does not grade ICANS 3"

@@ -66,14 +66,17 @@ def test_index_case(client: TestClient) -> None:
     assert "AC-ENOX-START-DOSE-DEVIATES" not in seen  # 1 mg/kg is the reference at 7 years
 
     # 3. Bridged to blinatumomab 15 mcg/m2/day; new confusion: awakens only to voice, CAPD 10.
-    bridged = post(client, {
+    bridged_request = {
         "patient": PATIENT,
-        "neuro": {"capd_score": 10, "consciousness": "awakens_to_voice", "seizure": "none"},
+        "neuro": {"capd_score": 10, "consciousness": "awakens_to_voice", "seizure": "none",
+                  "motor": "none", "cerebral_edema": "none", "icp_signs": []},
         "thrombosis": {**BACKGROUND, "asparaginase_product": None, "confirmed_thrombosis_site": "CSVT",
                        "lmwh_agent": "enoxaparin", "lmwh_intent": "treatment", "altered_consciousness": True},
         "blinatumomab": {"dose": {"value": 15, "unit": "mcg/m2/day"}, "seizures_this_course": 1},
-    })
+    }
+    bridged = post(client, bridged_request)
     assert bridged["icans"]["tool"] == "CAPD" and bridged["icans"]["grade"] == 3
+    assert (bridged["icans"]["grade_max"], bridged["icans"]["status"]) == (3, "graded")
     seen = flags(bridged)
     assert seen["NEURO-BLINATUMOMAB-CONFOUNDER"] == "warning"  # two differentials: ICANS and CSVT
     assert seen["NEURO-CSVT-RED-FLAG"] == "critical"
@@ -82,6 +85,15 @@ def test_index_case(client: TestClient) -> None:
     withhold = by_id["BLIN-NEURO-G3-WITHHOLD"]
     assert withhold["rule"] == "blin.neuro_g3_withhold.bsa" and "5 mcg/m2/day" in withhold["text"]
     assert withhold["interpretations"][0]["setting"] == "blinatumomab-label-actions.label_grade_source"
+    assert bridged["undetermined_actions"] == []
+
+    # v1.1: with motor, edema and ICP signs not reported, grade 4 is still possible, so the grade-3
+    # label action could apply but does not yet (unknown is never normal)
+    unsure = post(client, {**bridged_request, "neuro": {"capd_score": 10, "consciousness": "awakens_to_voice", "seizure": "none"}})
+    assert (unsure["icans"]["grade"], unsure["icans"]["grade_max"], unsure["icans"]["status"]) == (3, 4, "incomplete")
+    assert "BLIN-NEURO-G3-WITHHOLD" not in {a["id"] for a in unsure["actions"]}
+    assert {"BLIN-NEURO-G3-WITHHOLD", "BLIN-NEURO-G4-DISCONTINUE"} <= {a["id"] for a in unsure["undetermined_actions"]}
+    assert {u["input"] for u in unsure["icans"]["undetermined_by"]} >= {"neuro.motor", "neuro.cerebral_edema", "neuro.icp_signs"}
     assert {r["id"] for r in bridged["rulesets"]} == {
         "astct-icans", "asparaginase-thrombosis", "blinatumomab-label-actions",
     }

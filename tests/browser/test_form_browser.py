@@ -104,7 +104,8 @@ def test_invalid_value_shows_an_inline_error_and_keeps_the_input(page: Page, scr
 @pytest.mark.parametrize(("fahrenheit", "crs_grade"), [("100.4", "1"), ("100.3", "0")])
 def test_fahrenheit_switch(page: Page, fahrenheit: str, crs_grade: str) -> None:
     page.goto("/")
-    fill(page, {"patient.age_years": ["45"], "crs.hypotension": ["no"], "crs.vasopressors": ["none"], "crs.oxygen.device": ["none"]})
+    fill(page, {"patient.age_years": ["45"], "crs.fever_masked": ["no"], "crs.hypotension": ["no"],
+                "crs.vasopressors": ["none"], "crs.oxygen.device": ["none"]})
     page.select_option(by_id("vitals.temperature_unit"), "f")
     expect(page.locator(by_id("vitals.temperature"))).to_have_attribute("placeholder", "e.g. 101.3 (°F)")
     page.fill(by_id("vitals.temperature"), fahrenheit)
@@ -203,8 +204,30 @@ def test_keyboard_only(page: Page) -> None:
     page.keyboard.type("40")
     page.keyboard.press("Enter")  # submits from a text field
     expect(page.locator("#result")).to_be_visible()
-    assert shown_grade(page, "CRS")[0] == "1"
+    assert shown_grade(page, "CRS") == ("1", "incomplete")
     expect(page.locator("#result")).to_be_focused()
+
+
+def test_an_incomplete_grade_shows_its_bound_and_what_could_apply(page: Page, screenshots: Path) -> None:
+    """v1.1: fever alone is CRS grade 1, up to 4 while hypotension and oxygen are not reported; the
+    card says so in words, and a label action that could apply is listed as such."""
+    page.goto("/")
+    page.locator("#section-blinatumomab > summary").click()  # a collapsed, optional section
+    fill(page, {"patient.age_years": ["30"], "vitals.temperature": ["39"], "blinatumomab.on": ["yes"],
+                "blinatumomab.dose.value": ["9"], "blinatumomab.dose.unit": ["mcg/day"],
+                **{f"neuro.ice.{k}": [v] for k, v in (("orientation", "2"), ("naming", "1"), ("commands", "1"),
+                                                       ("writing", "0"), ("attention", "1"))}})
+    page.get_by_role("button", name="Grade").click()
+    expect(page.locator("#result")).to_be_visible()
+    card = page.locator('section.grade-card[aria-label="CRS"]')
+    assert shown_grade(page, "CRS") == ("1", "incomplete")
+    expect(card.locator(".grade-text")).to_contain_text("Grade 1 (up to 4: ")
+    expect(card.locator(".grade-text")).to_contain_text("crs.oxygen")
+    expect(card.locator(".undetermined-by")).to_contain_text("up to grade 4")
+    expect(page.locator(".undetermined-actions")).to_contain_text("Could apply: ")
+    expect(page.locator(".undetermined-actions")).to_contain_text("missing neuro.")
+    expect(page).to_have_title("CRS grade 1 (up to 4) / ICANS grade 2 (up to 4) - aegrade bedside grading")
+    page.screenshot(path=screenshots / "incomplete-grade.png", full_page=True)
 
 
 def test_no_serious_accessibility_violations(page: Page, axe_source: str) -> None:

@@ -1,7 +1,9 @@
 """Properties of the grading, on inputs from aegrade.testing (2,000 examples each in CI, fixed seed).
 
-- totality: every valid input gets a grade in range, or a documented null;
-- monotonicity: worsening any single input never lowers a grade;
+- totality: every valid input gets a grade in range, or a documented null, and a grade_max that
+  bounds it (v1.1: `incomplete` exactly when grade_max is higher);
+- monotonicity: worsening any single input never lowers a grade (when every input that can decide
+  the grade is reported; and, for partial inputs, never lowers the grade the reported ones establish);
 - the grade is the worst domain;
 - degrees F and C agree;
 - the order of lists and keys does not matter;
@@ -23,6 +25,7 @@ import aegrade
 from aegrade.derive import fahrenheit_to_celsius
 from aegrade.engine import default_engine
 from aegrade.testing import assessments, fact_values, invalid_assessments
+from aegrade.testing.strategies import _agree_with_neuro
 
 ENGINE = default_engine()
 NULL_STATUSES = {"not_assessable", "clinician_review"}
@@ -46,11 +49,18 @@ def test_every_valid_input_gets_a_grade_in_range_or_a_documented_null(payload: d
             continue
         if part.grade is None:
             assert part.status in NULL_STATUSES
+            assert part.grade_max is None or 0 <= part.grade_max <= 5
         else:
             assert 0 <= part.grade <= 5
-            assert part.status in ("graded", "no_crs")
+            assert part.status in ("graded", "incomplete", "no_crs")
+            assert part.grade_max is not None and part.grade <= part.grade_max <= 5
+            # incomplete exactly when an unreported input could raise the grade
+            assert (part.status == "incomplete") == (part.grade_max > part.grade and part.status != "no_crs")
         if part.status == "no_crs":
-            assert part.grade == 0
+            # no_crs only when nothing unreported could make it more than grade 1 (gate_stands_up_to)
+            assert part.grade == 0 and part.grade_max is not None and part.grade_max <= 1
+        for open_input in part.undetermined_by:
+            assert part.grade_max is not None and open_input.up_to <= part.grade_max
         if part.grade:  # every grade of 1 or more names the rule that set it
             assert [d for d in part.drivers if d.drives and d.grade == part.grade]
 
@@ -62,7 +72,7 @@ def test_every_valid_input_gets_a_grade_in_range_or_a_documented_null(payload: d
 def test_the_grade_is_the_worst_domain(payload: dict[str, Any]) -> None:
     result = ENGINE.assess(payload)
     for part in (result.crs, result.icans):
-        if part is not None and part.status == "graded":
+        if part is not None and part.status in ("graded", "incomplete"):
             reported = [g for g in part.domains.values() if g is not None]
             assert part.grade == max(reported, default=0)
             assert set(part.missing) == {d for d, g in part.domains.items() if g is None}
@@ -136,7 +146,7 @@ def _worsenings(payload: dict[str, Any], rnd: random.Random) -> list[tuple[str, 
                 variant("CAPD item up")["neuro"]["capd"][index] += 1
         level = neuro.get("consciousness")
         position = CONSCIOUSNESS_ORDER.index(level) if level else -1
-        if position < len(CONSCIOUSNESS_ORDER) - 1:
+        if position < len(CONSCIOUSNESS_ORDER) - 1 and not neuro.get("unable_to_perform"):  # unable: unarousable already
             variant("consciousness down")["neuro"]["consciousness"] = rnd.choice(CONSCIOUSNESS_ORDER[max(position + 1, 1):])
         if neuro.get("consciousness_other_cause"):
             variant("other cause removed")["neuro"]["consciousness_other_cause"] = False
@@ -156,11 +166,41 @@ def _worsenings(payload: dict[str, Any], rnd: random.Random) -> list[tuple[str, 
             variant("ICP sign added")["neuro"]["icp_signs"] = [*signs, rnd.choice(absent)]
         if not neuro.get("death_attributed"):
             variant("ICANS death")["neuro"]["death_attributed"] = True
-    return out
+    # One fact, one place: the thrombosis section repeats neuro's signs, so they must agree. A
+    # variant that reports in neuro the absence of a sign the thrombosis section reported (seizure
+    # "none" where thrombosis.seizure was true, say) is a better state, not a worse one: left out.
+    kept: list[tuple[str, dict[str, Any]]] = []
+    for name, worse in out:
+        if "thrombosis" in worse and "neuro" in worse:
+            _agree_with_neuro(worse["thrombosis"], worse["neuro"])
+            before = payload.get("thrombosis", {})
+            if any(before.get(k) is True and v is False for k, v in worse["thrombosis"].items()):
+                continue
+        kept.append((name, worse))
+    return kept
+
+
+def _complete(payload: dict[str, Any]) -> bool:
+    """Every grade of the assessment is determined: nothing unreported could raise it."""
+    result = ENGINE.assess(payload)
+    return all(part is None or part.grade is None or part.grade_max == part.grade for part in (result.crs, result.icans))
+
+
+@given(assessments(complete=True), st.randoms(use_true_random=False))
+def test_worsening_any_single_input_never_lowers_a_grade(payload: dict[str, Any], rnd: random.Random) -> None:
+    assert _complete(payload), payload  # the strategy reports every deciding input
+    before = grades(payload)
+    for name, worse in _worsenings(payload, rnd):
+        after = grades(worse)
+        for b, a, which in zip(before, after, ("CRS", "ICANS"), strict=True):
+            if b is not None and a is not None:
+                assert a >= b, f"{name}: {which} grade went from {b} to {a}\nbefore: {payload}\nafter: {worse}"
 
 
 @given(assessments(), st.randoms(use_true_random=False))
-def test_worsening_any_single_input_never_lowers_a_grade(payload: dict[str, Any], rnd: random.Random) -> None:
+def test_worsening_a_reported_input_never_lowers_the_established_grade(payload: dict[str, Any], rnd: random.Random) -> None:
+    """With inputs left unreported, `grade` is what the reported ones establish: a worse report
+    cannot establish less."""
     before = grades(payload)
     for name, worse in _worsenings(payload, rnd):
         after = grades(worse)
@@ -240,7 +280,11 @@ def test_both_evaluators_agree_on_arbitrary_facts_and_settings(data: st.DataObje
         runner = ENGINE._runners[subject]  # noqa: SLF001
         facts = data.draw(fact_values(subject), label=f"{subject} facts")
         settings = data.draw(_settings_strategy(subject), label=f"{subject} settings")
-        assert runner.durable.fired(facts, settings) == runner.reference.fired(facts, settings)
+        certain, possible = runner.reference.fired(facts, settings)
+        assert certain <= possible
+        assert runner.durable.fired(facts, settings) == (certain, possible)
+        if runner.derive_reference is not None and runner.derive_durable is not None:
+            assert runner.derive_durable.fired(facts, settings) == runner.derive_reference.fired(facts, settings)
 
 
 # ---- invalid input ------------------------------------------------------------------------------
@@ -273,8 +317,8 @@ def test_the_property_inputs_reach_every_status() -> None:
                 seen.add((name, part.status))
 
     sample()
-    expected = {("crs", s) for s in ("graded", "no_crs", "not_assessable", "clinician_review")} | {
-        ("icans", s) for s in ("graded", "not_assessable")
+    expected = {("crs", s) for s in ("graded", "incomplete", "no_crs", "not_assessable", "clinician_review")} | {
+        ("icans", s) for s in ("graded", "incomplete", "not_assessable")
     }
     assert expected <= seen, expected - seen
 

@@ -198,9 +198,16 @@ def test_hypotension_from_sbp_by_age(engine: aegrade.Engine, age: float, sbp: fl
     request["crs"].pop("hypotension", None)
     result = engine.assess(request)
     assert result.crs is not None and result.crs.grade == grade
-    assert result.crs.domains["hypotension"] == (2 if grade == 2 else 0)
-    note = next(n for n in result.crs.notes if "derived" in n)
-    assert "SBP" in note  # the evidence names the threshold used
+    if grade == 2:  # below the threshold: hypotension derived true from vitals
+        assert (result.crs.status, result.crs.grade_max) == ("graded", 2)
+        assert result.crs.domains["hypotension"] == 2
+        note = next(n for n in result.crs.notes if "derived" in n)
+    else:  # at or above it: a normal pressure does not rule out hypotension (fluids keep it normal)
+        assert (result.crs.status, result.crs.grade_max) == ("incomplete", 2)
+        assert result.crs.domains["hypotension"] is None and "hypotension" in result.crs.missing
+        assert [(u.input, u.up_to) for u in result.crs.undetermined_by] == [("crs.hypotension", 2)]
+        note = next(n for n in result.crs.notes if "stays unknown" in n)
+    assert "SBP" in note  # the note names the threshold used
 
 
 @pytest.mark.parametrize(("age", "map_mmhg", "grade"), [(45, 64, 2), (45, 64.9, 2), (45, 65, 1), (18, 64, 2), (17.9, 50, 1)])

@@ -13,6 +13,8 @@ import pytest
 import aegrade
 from aegrade import _durable
 from aegrade.errors import ERROR_CODES
+from aegrade.facts import CATALOGUES
+from aegrade.reference import compile_condition
 from aegrade.rulefile import FactTest, NotOf, AllOf, AnyOf
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,10 +24,10 @@ REQUEST = {"patient": {"age_years": 57}, "vitals": {"temperature_c": 39.5}, "crs
 class _Fixed:
     """An evaluator that always answers the same set (to prove that a disagreement is caught)."""
 
-    def __init__(self, answer: frozenset[str]) -> None:
-        self.answer = answer
+    def __init__(self, certain: frozenset[str]) -> None:
+        self.answer = (certain, certain)
 
-    def fired(self, facts: Any, settings: Any) -> frozenset[str]:
+    def fired(self, facts: Any, settings: Any) -> tuple[frozenset[str], frozenset[str]]:
         return self.answer
 
 
@@ -88,7 +90,10 @@ def test_sessions_are_deleted_even_when_the_evaluation_fails(monkeypatch: pytest
     assert len(deleted) == 1
     monkeypatch.undo()
     # ...and the ruleset still works afterwards (the crash of engine-notes.md does not follow).
-    assert runner.durable.fired({"tool": "ICE", "ice_score": 5, "unable_to_perform": False, "consciousness_other_cause": False}, runner.settings) == frozenset({"icans.ice.grade_2"})
+    facts = {"tool": "ICE", "ice_score": 5, "unable_to_perform": False, "consciousness_other_cause": False, "encephalopathy_other_cause": False}
+    certain, possible = runner.durable.fired(facts, runner.settings)
+    assert certain == frozenset({"icans.ice.grade_2"})
+    assert (certain, possible) == runner.reference.fired(facts, runner.settings)
 
 
 @pytest.mark.parametrize("value", [1e-05, 5e-324, 1e-300, 0.1, 6.000000000000001, 1e16, 123456789.125, -0.0])
@@ -105,10 +110,28 @@ def test_non_finite_numbers_never_reach_durable_rules() -> None:
 
 
 def test_negation_matches_absent_facts_as_the_reference_does() -> None:
+    """A test of an unreported fact is unknown: under `not` it stays unknown, so the certain
+    compilation must not match an absent fact and the possible one must (three-valued logic)."""
+    catalogue = CATALOGUES["crs"]
     condition = NotOf.model_validate({"not": {"fact": "temperature_c", "op": "gte", "value": 38.0}})
-    assert _durable.compile_condition(condition) == {"$or": [{"$lt": {"temperature_c": 38.0}}, {"has__temperature_c": 0}]}
-    nested = AllOf.model_validate({"all": [{"not": {"any": [{"fact": "a", "op": "eq", "value": 1}, {"fact": "b", "op": "absent"}]}}]})
-    assert _durable.compile_condition(nested) == {"$and": [{"$or": [{"$neq": {"a": 1}}, {"has__a": 0}]}, {"has__b": 1}]}
+    compiler = _durable._Compiler(catalogue)
+    assert compiler.condition(condition, strong=True) == {"$and": [{"has__temperature_c": 1}, {"$lt": {"temperature_c": 38.0}}]}
+    assert compiler.condition(condition, strong=False) == {"$or": [{"$lt": {"temperature_c": 38.0}}, {"has__temperature_c": 0}]}
+    predicate = compile_condition(condition, catalogue)
+    assert predicate({}, {}) is None
+    assert predicate({"temperature_c": 37.0}, {}) is True
+    assert predicate({"temperature_c": 38.0}, {}) is False
+    # `not` over `any` is pushed down to an `all` of negated leaves; `absent` is always known.
+    nested = AllOf.model_validate(
+        {"all": [{"not": {"any": [{"fact": "hypotension", "op": "eq", "value": True}, {"fact": "spo2_pct", "op": "absent"}]}}]}
+    )
+    assert _durable._Compiler(catalogue).condition(nested, strong=True) == {
+        "$and": [{"$and": [{"has__hypotension": 1}, {"$neq": {"hypotension": True}}]}, {"has__spo2_pct": 1}]
+    }
+    nested_predicate = compile_condition(nested, catalogue)
+    assert nested_predicate({"spo2_pct": 95}, {}) is None  # hypotension unreported: unknown
+    assert nested_predicate({"hypotension": False, "spo2_pct": 95}, {}) is True
+    assert nested_predicate({"hypotension": False}, {}) is False  # spo2 absent: the `absent` test is true
     assert isinstance(AnyOf.model_validate({"any": [{"fact": "a", "op": "present"}]}), AnyOf)
     assert isinstance(FactTest.model_validate({"fact": "a", "op": "present"}), FactTest)
 

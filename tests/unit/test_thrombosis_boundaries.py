@@ -149,16 +149,35 @@ def actions(engine: aegrade.Engine, weight: float | None, neuro: dict[str, Any] 
     return {a.id for a in engine.assess(request).actions}
 
 
+# ICE 2 with every other ICANS domain reported as normal: ICANS grade 3, complete (grade_max 3).
+NEURO_ICE_2 = {"ice_score": 2, "consciousness": "alert", "seizure": "none", "motor": "none", "cerebral_edema": "none", "icp_signs": []}
+
+
 @pytest.mark.parametrize(
-    ("weight", "band"), [(44.9, "bsa"), (45, "fixed"), (None, "unknown")]
+    ("weight", "dose", "band"),
+    [
+        (44.9, {"value": 15, "unit": "mcg/m2/day"}, "bsa"),
+        (44.9, {"value": 28, "unit": "mcg/day"}, "bsa"),  # the weight decides the band, not the unit
+        (45, {"value": 28, "unit": "mcg/day"}, "fixed"),
+        (45, {"value": 15, "unit": "mcg/m2/day"}, "fixed"),
+    ],
 )
-def test_weight_band_edge(engine: aegrade.Engine, weight: float | None, band: str) -> None:
-    patient: dict[str, Any] = {"age_years": 40}
-    if weight is not None:
-        patient["weight_kg"] = weight
-    result = engine.assess({"patient": patient, "neuro": {"ice_score": 2}, "blinatumomab": {}})
+def test_weight_band_edge(engine: aegrade.Engine, weight: float, dose: dict[str, Any], band: str) -> None:
+    result = engine.assess({"patient": {"age_years": 40, "weight_kg": weight}, "neuro": NEURO_ICE_2, "blinatumomab": {"dose": dose}})
+    assert result.icans is not None and (result.icans.grade, result.icans.grade_max) == (3, 3)
     withhold = next(a for a in result.actions if a.id == "BLIN-NEURO-G3-WITHHOLD")
     assert withhold.rule == f"blin.neuro_g3_withhold.{band}"
+
+
+def test_weight_band_unknown_without_weight_or_dose(engine: aegrade.Engine) -> None:
+    """No weight and no dose: the band is unknown, and whether the dose was at the low step too, so
+    withhold-or-discontinue is undetermined (v1.1), with the unknown-band wording."""
+    result = engine.assess({"patient": {"age_years": 40}, "neuro": NEURO_ICE_2, "blinatumomab": {}})
+    assert not {"BLIN-NEURO-G3-WITHHOLD", "BLIN-NEURO-G3-DISCONTINUE"} & {a.id for a in result.actions}
+    withhold = next(a for a in result.undetermined_actions if a.id == "BLIN-NEURO-G3-WITHHOLD")
+    assert withhold.rule == "blin.neuro_g3_withhold.unknown"
+    assert "blinatumomab.dose" in withhold.missing
+    assert "BLIN-NEURO-G3-DISCONTINUE" in {a.id for a in result.undetermined_actions}
 
 
 @pytest.mark.parametrize(
@@ -175,8 +194,16 @@ def test_neuro_grade_3_withhold_or_discontinue(engine: aegrade.Engine, dose: dic
     blin: dict[str, Any] = {"dose": dose}
     if days is not None:
         blin["days_to_resolution"] = days
-    found = actions(engine, 70, {"ice_score": 2}, blin)
+    found = actions(engine, 70, NEURO_ICE_2, blin)
     assert expected in found and len(found & {"BLIN-NEURO-G3-WITHHOLD", "BLIN-NEURO-G3-DISCONTINUE"}) == 1
+
+
+def test_neuro_grade_3_incomplete_leaves_the_action_undetermined(engine: aegrade.Engine) -> None:
+    """ICE 2 alone is ICANS grade 3 at least, up to 4: the grade 3 action is not given as certain."""
+    result = engine.assess({"patient": {"age_years": 40, "weight_kg": 70}, "neuro": {"ice_score": 2}, "blinatumomab": {"dose": {"value": 28, "unit": "mcg/day"}}})
+    assert result.icans is not None and (result.icans.grade, result.icans.grade_max, result.icans.status) == (3, 4, "incomplete")
+    assert "BLIN-NEURO-G3-WITHHOLD" not in {a.id for a in result.actions}
+    assert {"BLIN-NEURO-G3-WITHHOLD", "BLIN-NEURO-G4-DISCONTINUE"} <= {a.id for a in result.undetermined_actions}
 
 
 @pytest.mark.parametrize(("seizures", "fires"), [(0, False), (1, False), (2, True), (3, True)])

@@ -74,7 +74,18 @@ def test_invalid_value_is_refused_naming_the_field(engine: aegrade.Engine, paylo
         ({"patient": {"age_years": 30}, "neuro": {"capd_score": 9}}, ("neuro", "capd_score"), "ICE applies"),
         ({"patient": {"age_years": 30, "developmental_delay": True}, "neuro": {"ice_score": 9}}, ("neuro", "ice_score"), "developmental delay"),
         ({"patient": ADULT, "neuro": {"unable_to_perform": True, "ice_score": 3}}, ("neuro", "ice_score"), "only 0"),
-        ({"patient": ADULT, "neuro": {"unable_to_perform": True, "consciousness": "alert"}}, ("neuro", "consciousness"), "alert"),
+        # v1.1: unable_to_perform means unarousable; any other consciousness is refused on unable_to_perform.
+        ({"patient": ADULT, "neuro": {"unable_to_perform": True, "consciousness": "alert"}}, ("neuro", "unable_to_perform"), "alert"),
+        (
+            {"patient": ADULT, "neuro": {"unable_to_perform": True, "consciousness": "awakens_to_voice"}},
+            ("neuro", "unable_to_perform"),
+            "awakens_to_voice",
+        ),
+        (
+            {"patient": ADULT, "neuro": {"unable_to_perform": True, "consciousness": "awakens_to_tactile"}},
+            ("neuro", "unable_to_perform"),
+            "awakens_to_tactile",
+        ),
         ({"patient": {"age_years": 4}, "neuro": {"unable_to_perform": True, "capd_score": 20}}, ("neuro", "capd_score"), "unable_to_perform"),
         ({"patient": ADULT, "neuro": {"icp_signs": ["papilledema", "papilledema"]}}, ("neuro", "icp_signs", 1), "twice"),
     ],
@@ -87,6 +98,12 @@ def test_contradiction_is_refused_naming_the_field(
     errors = {e.loc: e.msg for e in info.value.errors}
     assert loc in errors, errors
     assert words in errors[loc]
+
+
+def test_unable_to_perform_without_consciousness_implies_unarousable(engine: aegrade.Engine) -> None:
+    result = engine.assess({"patient": ADULT, "neuro": {"unable_to_perform": True}})
+    assert result.icans is not None and result.icans.grade == 4
+    assert any("taken as unarousable" in note for note in result.icans.notes)
 
 
 def test_all_errors_are_reported_together(engine: aegrade.Engine) -> None:
