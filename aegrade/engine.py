@@ -288,10 +288,16 @@ class Engine:
     def _undetermined_by(
         self, runner: _Runner, assessment: Assessment, derived: DerivedFacts, outcome: Outcome, fired: Fired
     ) -> list[UndeterminedInput]:
-        """The unreported inputs whose report alone could raise the grade, each with the highest
-        grade it could establish. Each candidate value is tried on the assessment as the request
-        would send it, validated and graded (by the reference evaluator: these are questions about
-        the result, not the result itself)."""
+        """The unreported inputs that would decide the grade, each with the highest grade it could
+        lead to. Each candidate value is tried on the assessment as the request would send it,
+        validated and graded (by the reference evaluator: these are questions about the result, not
+        the result itself). An input is listed when
+        - some value of it raises the established grade (`up_to`: the highest grade so established), or
+        - it raises none alone, but some value of it lowers grade_max: it decides whether the rest
+          can count, as `fever_masked` does for an afebrile patient (`up_to`: the highest grade_max
+          its values leave open).
+        While a competing cause leaves an attribution (`*_other_cause`) unknown, the finding it
+        concerns is tried with the attribution false, the case grade_max already counts."""
         if outcome.grade_max is None or (outcome.grade is not None and outcome.grade_max <= outcome.grade):
             return []
         baseline = outcome.grade if outcome.grade is not None else 0
@@ -309,23 +315,51 @@ class Engine:
             if name in relevant and name not in derived.facts and not spec.future and not spec.always_present
             for path in spec.inputs
         ]
-        found: list[UndeterminedInput] = []
+        open_attributions = [
+            path
+            for attribution in dict.fromkeys(a.fact for a in runner.ruleset.file.derivations.attributions)
+            if attribution not in derived.facts
+            for path in catalogue[attribution].inputs
+        ]
+
+        def graded(trial: Mapping[str, Any]) -> Outcome | None:
+            try:
+                parsed = self.validate(trial)
+            except InvalidAssessment:
+                return None
+            return self._graded(runner, parsed, runner.settings, reference_only=True)[1]
+
         base = assessment.model_dump(exclude_unset=True)
+        filled = base
+        for other in open_attributions:
+            filled = _with_input(filled, other, False)
+        threshold = baseline
+        if open_attributions:
+            with_fill = graded(filled)
+            if with_fill is not None and with_fill.grade is not None:
+                threshold = max(threshold, with_fill.grade)
+        found: list[UndeterminedInput] = []
         for path in dict.fromkeys(paths):
-            best: int | None = None
+            raised: int | None = None
+            left_open: int | None = None
+            narrows = False
             for value in self._input_candidates(runner, path):
-                trial = _with_input(base, path, value)
-                try:
-                    parsed = self.validate(trial)
-                except InvalidAssessment:
+                trial = _with_input(base if path in open_attributions else filled, path, value)
+                trial_outcome = graded(trial)
+                if trial_outcome is None:
                     continue
-                _, trial_outcome = self._graded(runner, parsed, runner.settings, reference_only=True)
-                if trial_outcome.grade is not None and trial_outcome.grade > baseline:
-                    best = max(best or 0, trial_outcome.grade)
-                    if best >= outcome.grade_max:
+                if trial_outcome.grade is not None and trial_outcome.grade > (baseline if path in open_attributions else threshold):
+                    raised = max(raised or 0, trial_outcome.grade)
+                    if raised >= outcome.grade_max:
                         break  # no value can do more than grade_max
-            if best is not None:
-                found.append(UndeterminedInput(input=path, up_to=best))
+                if trial_outcome.grade_max is None or trial_outcome.grade_max < outcome.grade_max:
+                    narrows = True
+                if trial_outcome.grade_max is not None:
+                    left_open = max(left_open or 0, trial_outcome.grade_max)
+            if raised is not None:
+                found.append(UndeterminedInput(input=path, up_to=raised))
+            elif narrows and left_open is not None and left_open > baseline:
+                found.append(UndeterminedInput(input=path, up_to=left_open))
         return sorted(found, key=lambda u: (-u.up_to, u.input))
 
     def _input_candidates(self, runner: _Runner, path: str) -> list[Any]:

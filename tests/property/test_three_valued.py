@@ -458,10 +458,10 @@ def _open_paths(subject: str, request: Mapping[str, Any]) -> list[str]:
     return list(paths)
 
 
-def _raised(engine: Engine, subject: str, request: Mapping[str, Any], path: str, baseline: int) -> dict[Any, int]:
-    """Each candidate value of `path` that gives a valid request graded above `baseline`, with its grade."""
+def _tried(engine: Engine, subject: str, request: Mapping[str, Any], path: str) -> dict[str, tuple[int | None, int | None]]:
+    """Each candidate value of `path` that gives a valid request, with the (grade, grade_max) it gives."""
     rs = next(r for r in engine.rulesets if r.file.subject == subject)
-    out: dict[Any, int] = {}
+    out: dict[str, tuple[int | None, int | None]] = {}
     for value in input_candidates(rs, path):
         trial = _with_input(request, path, value)
         try:
@@ -469,16 +469,18 @@ def _raised(engine: Engine, subject: str, request: Mapping[str, Any], path: str,
         except InvalidAssessment:
             continue
         part = _parts(result)[subject]
-        if part.grade is not None and part.grade > baseline:
-            out[repr(value)] = part.grade
+        out[repr(value)] = (part.grade, part.grade_max)
     return out
 
 
 @settings(CI, max_examples=50)
 @given(request=requests(), engine_name=st.sampled_from(ENGINE_NAMES))
-def test_undetermined_by_lists_exactly_the_inputs_that_could_raise_the_grade(
+def test_undetermined_by_lists_exactly_the_inputs_that_would_decide_the_grade(
     request: dict[str, Any], engine_name: str
 ) -> None:
+    """Listed: some value raises the grade (up_to: the highest so established); or none does but
+    some value lowers grade_max, so the input decides whether the rest can count (up_to: the
+    highest grade_max its values leave open). Not listed: neither."""
     engine = _engine(engine_name)
     for subject, part in _parts(engine.assess(request)).items():
         baseline = part.grade if part.grade is not None else 0
@@ -488,14 +490,21 @@ def test_undetermined_by_lists_exactly_the_inputs_that_could_raise_the_grade(
         open_paths = _open_paths(subject, request)
         assert set(listed) <= set(open_paths), f"{subject}: {sorted(set(listed) - set(open_paths))} is no open input"
         for path in open_paths:
-            raised = _raised(engine, subject, request, path, baseline)
+            tried = _tried(engine, subject, request, path)
+            raised = {v: g for v, (g, _) in tried.items() if g is not None and g > baseline}
+            narrows = part.grade_max is not None and any(m is None or m < part.grade_max for _, m in tried.values())
+            left_open = max((m for _, m in tried.values() if m is not None), default=None)
+            decides = narrows and left_open is not None and left_open > baseline
             where = f"{subject} {path} for {request} (grade {part.grade}, grade_max {part.grade_max}, {part.status})"
             if path in listed:
-                assert raised, f"{where}: listed up to {listed[path]}, but no value raises the grade"
-                assert max(raised.values()) == listed[path], f"{where}: listed up to {listed[path]}, values give {raised}"
                 assert part.grade_max is not None and listed[path] <= part.grade_max, where
+                if raised:
+                    assert max(raised.values()) == listed[path], f"{where}: listed up to {listed[path]}, values give {raised}"
+                else:
+                    assert decides and left_open == listed[path], f"{where}: listed up to {listed[path]}, values give {tried}"
             else:
                 assert not raised, f"{where}: not listed, but these values raise the grade: {raised}"
+                assert not decides, f"{where}: not listed, but its values decide what stays open: {tried}"
 
 
 # ================================================================================================
