@@ -139,6 +139,8 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
             "vasopressor can keep the pressure normal). Report crs.hypotension."
         )
 
+    if crs.ctcae_v4_grade3 is not None:
+        facts["ctcae_v4_grade3"] = crs.ctcae_v4_grade3
     facts["hypotension_other_cause"] = crs.hypotension_other_cause
     facts["hypoxia_other_cause"] = crs.hypoxia_other_cause
     facts["death_attributed"] = crs.death_attributed
@@ -339,7 +341,7 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
     if assessment.blinatumomab is not None:
         facts["on_blinatumomab"] = True
         facts["on_all_therapy"] = True
-        if section.on_all_therapy is None:
+        if assessment.thrombosis is not None and section.on_all_therapy is None:
             out.notes.append("on_all_therapy implied true: blinatumomab is given only for B-cell ALL.")
     traits = section.thrombophilia_traits
     if traits is not None:

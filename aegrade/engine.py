@@ -403,18 +403,18 @@ class Engine:
                     derived = _DERIVE[subject](parsed, rs, settings)
                     open_inputs = {}
                 certain, possible = self._evaluate(runner, derived, settings)
-                emitted = sorted({r.emits for r in rs.rules if r.id in certain and r.emits})
+                items, open_items = collect(
+                    runner.reference,
+                    (certain, possible),
+                    derived,
+                    settings,
+                    reported=reported_inputs(parsed),
+                    open_inputs=open_inputs,
+                )
+                emitted = sorted({item.id for item in items})
                 if expect.emits is not None and emitted != sorted(set(expect.emits)):
                     problems.append(f"expected {sorted(set(expect.emits))}, got {emitted}")
                 if expect.undetermined is not None:
-                    _, open_items = collect(
-                        runner.reference,
-                        (certain, possible),
-                        derived,
-                        settings,
-                        reported=reported_inputs(parsed),
-                        open_inputs=open_inputs,
-                    )
                     got = sorted({item.id for item in open_items})
                     if got != sorted(set(expect.undetermined)):
                         problems.append(f"expected undetermined {sorted(set(expect.undetermined))}, got {got}")

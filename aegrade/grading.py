@@ -26,7 +26,7 @@ from aegrade.models import (
     UndeterminedAction,
     UndeterminedFlag,
 )
-from aegrade.reference import Fired, ReferenceEvaluator
+from aegrade.reference import NOT_ASSESSED, Fired, ReferenceEvaluator
 from aegrade.rulefile import LoadedRuleSet, Rule, RuleInputs, Scalar
 
 __all__ = ["Outcome", "collect", "grade", "grade_max"]
@@ -287,8 +287,8 @@ def collect(
                 elif isinstance(value, Interval):
                     missing.extend((open_inputs or {}).get(name, spec.inputs))
             missing = [path for path in dict.fromkeys(missing) if path not in reported]
-            if missing and all("." not in path and path not in reported for path in missing):
-                continue  # open only because a whole section was not sent (no CRS assessed, say)
+            if _open_only_for_unassessed(reference, rule, tested, derived, settings, reported):
+                continue
             common = {"id": rule.emits, "rule": rule.id, "citation": rule.citation, "evidence_level": rule.evidence_level}
             if drug is None:
                 open_flags.append(UndeterminedFlag(severity=rule.severity, message=rule.message, missing=missing, **common))
@@ -304,6 +304,31 @@ def collect(
             sorted(open_flags, key=lambda f: SEVERITY_ORDER[f.severity]),
         )
     return _supersede(ruleset, actions, open_actions)
+
+
+def _open_only_for_unassessed(
+    reference: ReferenceEvaluator,
+    rule: Rule,
+    tested: tuple[str, ...],
+    derived: DerivedFacts,
+    settings: Mapping[str, Scalar],
+    reported: frozenset[str],
+) -> bool:
+    """Whether a rule is open only because a whole subject was not assessed (no CRS section, say):
+    with those facts failing every test, its condition is false. Such a rule is left out, as a flag
+    none of whose inputs was reported is."""
+    catalogue = reference.catalogue
+    unassessed = {
+        name: NOT_ASSESSED
+        for name in tested
+        if name in catalogue
+        and name not in derived.facts
+        and catalogue[name].inputs
+        and all("." not in path and path not in reported for path in catalogue[name].inputs)
+    }
+    if not unassessed:
+        return False
+    return reference.truth(rule.id, {**derived.facts, **unassessed}, settings) is False
 
 
 def _decided_by(rule: Rule, inputs: Mapping[str, RuleInputs], derived: DerivedFacts) -> list[LabelGrade]:
