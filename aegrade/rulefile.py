@@ -419,6 +419,18 @@ class NeuroFinding(_RuleModel):
     criterion: str
 
 
+class EpisodeCourse(_RuleModel):
+    """What the episode path reads from the timeline for the label: a toxicity of `grade_at_least`
+    or more, resolved at `resolved_at_most` or less, and the days after which its resolution
+    decides the label ("takes more than 7 days to resolve")."""
+
+    grade_at_least: int = Field(ge=1, le=5)
+    resolved_at_most: int = Field(ge=0, le=4)
+    resolution_days: float = Field(gt=0)
+    citation: str
+    evidence_level: EvidenceLevel
+
+
 class Derivations(_RuleModel):
     booleans: list[DerivedBoolean] = Field(
         default_factory=list, description="Evaluated (by both evaluators, three-valued) before the rules."
@@ -429,6 +441,7 @@ class Derivations(_RuleModel):
     grade_sources: list[GradeSource] = Field(default_factory=list)
     ctcae_terms: CtcaeTerms | None = None
     label_grades: list[LabelGradeRule] = Field(default_factory=list)
+    episode_course: EpisodeCourse | None = None
     hypotension_from_vitals: HypotensionFromVitals | None = None
     encephalopathy_tool: EncephalopathyTool | None = None
     asparaginase_exposure: AsparaginaseExposure | None = None
