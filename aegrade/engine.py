@@ -391,14 +391,34 @@ class Engine:
             parsed = self.validate(case.request, icans_settings=settings if subject == "icans" else None)
             if rs.file.combination.policy == "collect":
                 if subject == "blinatumomab":
-                    graded = self.assess({**case.request, "blinatumomab": None})  # the grades of the same snapshot
-                    by_ruleset = {
-                        result.ruleset.split("@")[0]: (result.grade, result.grade_max)
-                        for result in [graded.crs, graded.icans, *graded.other_scales]
-                        if result is not None
-                    }
+                    # The grades of the same snapshot, each at its own file's defaults: a case is
+                    # written against the files, not against the settings this engine runs with.
+                    by_ruleset: dict[str, tuple[int | None, int | None]] = {}
+                    undetermined: dict[str, list[str]] = {}
+                    for subject_runner in self._all_runners:
+                        if subject_runner.ruleset.file.subject not in ("crs", "icans"):
+                            continue
+                        if subject_runner.ruleset.file.subject == "crs" and parsed.vitals is None and parsed.crs is None:
+                            continue
+                        if subject_runner.ruleset.file.subject == "icans" and parsed.neuro is None:
+                            continue
+                        defaults = subject_runner.ruleset.resolve_settings({})
+                        subject_derived, subject_outcome = self._graded(subject_runner, parsed, defaults)
+                        by_ruleset[subject_runner.ruleset.id] = (subject_outcome.grade, subject_outcome.grade_max)
+                        undetermined[subject_runner.ruleset.file.subject] = undetermined.get(
+                            subject_runner.ruleset.file.subject, []
+                        ) + [
+                            u.input
+                            for u in self._undetermined_by(
+                                subject_runner, parsed, subject_derived, subject_outcome, subject_derived.fired
+                            )
+                        ]
                     derived = blinatumomab_facts(parsed, rs, settings, grades=by_ruleset)
-                    open_inputs = _open_inputs(graded.crs, graded.icans, graded.other_scales)
+                    open_inputs = {
+                        name: list(dict.fromkeys(undetermined.get("crs" if name.startswith("crs") else "icans", [])))
+                        for name, spec in CATALOGUES["blinatumomab"].items()
+                        if spec.bounded
+                    }
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
                     open_inputs = {}
