@@ -32,6 +32,7 @@ __all__ = [
     "neuro_finding",
     "hypotension_from_vitals",
     "blinatumomab_facts",
+    "body_surface_area",
     "icans_facts",
     "thrombosis_facts",
 ]
@@ -51,6 +52,8 @@ class DerivedFacts:
     notes: list[str] = field(default_factory=list)
     fired: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
     """(certain, possible) rules, once evaluated."""
+    unknown_because: dict[str, list[str]] = field(default_factory=dict)
+    """For a derived fact left unknown: the request paths that would decide it."""
 
 
 def fahrenheit_to_celsius(temperature_f: float) -> float:
@@ -136,6 +139,8 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
             "vasopressor can keep the pressure normal). Report crs.hypotension."
         )
 
+    if crs.ctcae_v4_grade3 is not None:
+        facts["ctcae_v4_grade3"] = crs.ctcae_v4_grade3
     facts["hypotension_other_cause"] = crs.hypotension_other_cause
     facts["hypoxia_other_cause"] = crs.hypoxia_other_cause
     facts["death_attributed"] = crs.death_attributed
@@ -336,7 +341,7 @@ def thrombosis_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: M
     if assessment.blinatumomab is not None:
         facts["on_blinatumomab"] = True
         facts["on_all_therapy"] = True
-        if section.on_all_therapy is None:
+        if assessment.thrombosis is not None and section.on_all_therapy is None:
             out.notes.append("on_all_therapy implied true: blinatumomab is given only for B-cell ALL.")
     traits = section.thrombophilia_traits
     if traits is not None:
@@ -399,47 +404,124 @@ def grade_bounds(bounds: tuple[int | None, int | None] | None) -> int | Interval
     return low if low >= high else Interval(low, high)
 
 
+def _max_bound(values: list[int | Interval]) -> int | Interval:
+    """The worst of several grades, each known or bounded."""
+    low = max(v.lo if isinstance(v, Interval) else v for v in values)
+    high = max(v.hi if isinstance(v, Interval) else v for v in values)
+    return int(low) if low >= high else Interval(low, high)
+
+
+def _in_words(value: int | Interval) -> str:
+    return f"{value:g}" if not isinstance(value, Interval) else f"{value.lo:g} (up to {value.hi:g})"
+
+
+def body_surface_area(height_cm: float, weight_kg: float, divisor: float) -> float:
+    """sqrt(height x weight / divisor), m2, rounded to 0.01 (Mosteller with divisor 3600)."""
+    return round(math.sqrt(height_cm * weight_kg / divisor), 2)
+
+
 def blinatumomab_facts(
     assessment: Assessment,
     ruleset: LoadedRuleSet,
     settings: Mapping[str, Scalar],
     *,
-    crs_grade: tuple[int | None, int | None] | None,
-    icans_grade: tuple[int | None, int | None] | None,
+    grades: Mapping[str, tuple[int | None, int | None]],
 ) -> DerivedFacts:
-    """The facts of the blinatumomab action rule set, with the grades of this same assessment as
-    (grade, grade_max): a grade the unreported inputs leave open is an interval."""
+    """The facts of the blinatumomab action rule set, with the grades of this same assessment by rule
+    set id, as (grade, grade_max): a grade the unreported inputs leave open is an interval."""
     section = assessment.blinatumomab
+    derivations = ruleset.file.derivations
     out = DerivedFacts(facts={"age_years": assessment.patient.age_years})
     facts = out.facts
-    for name, bounds in (("crs_grade", crs_grade), ("icans_grade", icans_grade)):
-        value = grade_bounds(bounds)
+    scales: dict[str, str] = {}
+    for source in derivations.grade_sources:
+        value = grade_bounds(grades.get(source.ruleset))
+        scales[source.fact] = source.scale
         if value is not None:
-            facts[name] = value
-    dosing = ruleset.file.derivations.blinatumomab_dosing
+            facts[source.fact] = value
+    terms = derivations.ctcae_terms
+    neuro = assessment.neuro
+    if terms is not None and neuro is not None and neuro.ctcae is not None:
+        counted = [t for t in neuro.ctcae if t.term in terms.terms]
+        facts[terms.fact] = max((t.grade for t in counted), default=0)
+        scales[terms.fact] = terms.scale
+        if counted:
+            out.context["ctcae_terms"] = [f"{t.term} grade {t.grade} (CTCAE v{t.version})" for t in counted]
+    label_grades: dict[str, list[dict[str, Any]]] = {}
+    for rule in derivations.label_grades:
+        choice = str(settings[rule.setting])
+        sources = [name for name in rule.sources.get(choice, []) if name in facts]
+        if not sources:
+            continue
+        worst = _max_bound([facts[name] for name in sources])  # type: ignore[misc]
+        facts[rule.fact] = worst
+        decided = [name for name in sources if facts[name] == worst] or sources
+        others = [f"{scales.get(name, name)}: grade {_in_words(facts[name])}" for name in sources if name not in decided]  # type: ignore[arg-type]
+        label_grades[rule.fact] = [
+            {
+                "subject": rule.subject,
+                "grade": int(worst.lo) if isinstance(worst, Interval) else worst,
+                "grade_max": int(worst.hi) if isinstance(worst, Interval) else None,
+                "scale": scales.get(decided[0], decided[0]),
+                "other": others,
+            }
+        ]
+        if others:
+            out.notes.append(
+                f"{rule.fact.replace('_', ' ')}: {scales.get(decided[0], decided[0])} grade {_in_words(worst)} decided "
+                f"(setting {rule.setting} = {choice}); {'; '.join(others)}."
+            )
+    out.context["label_grades"] = label_grades
+
+    dosing = derivations.blinatumomab_dosing
     if dosing is None:
         raise ValueError(f"{ruleset.label} declares no blinatumomab_dosing derivation")
-    weight = assessment.patient.weight_kg
+    patient = assessment.patient
+    weight = patient.weight_kg
     dose = section.dose if section is not None else None
+    bsa: float | None = None
+    if weight is not None and patient.height_cm is not None:
+        bsa = body_surface_area(patient.height_cm, weight, dosing.bsa.divisor)
+        facts["bsa_m2"] = bsa
+        out.context["bsa"] = f"{bsa:.2f} m2 ({dosing.bsa.formula})"
     if weight is not None:
         band = "fixed" if weight >= dosing.fixed_dosing_from_weight_kg else "bsa"
         reason = f"weight {weight:g} kg {'>=' if band == 'fixed' else '<'} {dosing.fixed_dosing_from_weight_kg:g} kg"
     elif dose is not None:
-        band = "bsa" if dose.unit == "mcg/m2/day" else "fixed"
+        band = "bsa" if dose.unit == dosing.band_unit["bsa"] else "fixed"
         reason = f"weight not reported; dose unit {dose.unit}"
     else:
         band, reason = "unknown", "weight and dose not reported"
     facts["weight_band"] = band
     out.context["weight_band_reason"] = reason
-    if dose is not None:
+    if dose is None:
+        out.unknown_because["dose_at_low_step"] = ["blinatumomab.dose"]
+    else:
         facts["dose_value"] = dose.value
         facts["dose_unit"] = dose.unit
-        if dose.unit in dosing.low_step:
-            facts["dose_at_low_step"] = dose.value == dosing.low_step[dose.unit]
-        out.context["dose"] = f"{dose.value:g} {dose.unit}"
+        unit = dosing.band_unit[band] if band != "unknown" else dose.unit
+        step = dosing.low_step[unit]
+        if dose.unit == unit:
+            facts["dose_at_low_step"] = dose.value == step
+            out.context["dose"] = f"{dose.value:g} {dose.unit} (low step {step:g} {unit})"
+        elif bsa is None:
+            out.unknown_because["dose_at_low_step"] = ["patient.height_cm"] + (["patient.weight_kg"] if weight is None else [])
+            out.notes.append(
+                f"The dose is charted in {dose.unit} but the {band} band doses in {unit}: whether it is the low step "
+                "cannot be known without the body surface area (send patient.height_cm)."
+            )
+        else:
+            converted = dose.value / bsa if unit == dosing.band_unit["bsa"] else dose.value * bsa
+            facts["dose_at_low_step"] = abs(converted - step) <= dosing.conversion_tolerance * step
+            out.context["dose"] = (
+                f"{dose.value:g} {dose.unit} = {converted:.2f} {unit} with BSA {bsa:.2f} m2 "
+                f"(low step {step:g} {unit}, ±{dosing.conversion_tolerance:.0%} for rounding)"
+            )
     if section is not None:
         if section.seizures_this_course is not None:
             facts["seizures_this_course"] = section.seizures_this_course
         if section.days_to_resolution is not None:
             facts["days_to_resolution"] = section.days_to_resolution
+        if section.recurred_after_restart is not None:
+            facts["recurred_after_restart"] = section.recurred_after_restart
     return out

@@ -44,6 +44,7 @@ from aegrade.models import (
     CrsResult,
     Flag,
     IcansResult,
+    OtherScaleResult,
     RulesetRef,
     UndeterminedAction,
     UndeterminedFlag,
@@ -118,13 +119,20 @@ class Engine:
         if unknown:
             raise SettingsError(f"settings given for unknown or inactive rule set(s) {unknown}")
         self._runners: dict[Subject, _Runner] = {}
+        self._additional: dict[Subject, list[_Runner]] = {}
         for rs in active:
             subject = rs.file.subject
+            runner = _runner(rs, rs.resolve_settings(settings.get(rs.id, {})))
+            if rs.file.role == "additional":
+                if subject not in ("crs", "icans"):
+                    raise SettingsError(f"{rs.path}: only a grading subject (crs, icans) can have additional scales")
+                self._additional.setdefault(subject, []).append(runner)
+                continue
             if subject in self._runners:
                 raise SettingsError(
-                    f"two active rule sets for {subject}: {self._runners[subject].ruleset.path} and {rs.path}"
+                    f"two active primary rule sets for {subject}: {self._runners[subject].ruleset.path} and {rs.path}"
                 )
-            self._runners[subject] = _runner(rs, rs.resolve_settings(settings.get(rs.id, {})))
+            self._runners[subject] = runner
         for subject in SUBJECTS:
             if subject not in self._runners:
                 raise SettingsError(f"no active rule set for {subject} in {rules_dir or 'rules/'}")
@@ -133,11 +141,15 @@ class Engine:
             self.self_test()
 
     @property
+    def _all_runners(self) -> list[_Runner]:
+        return [*self._runners.values(), *(r for runners in self._additional.values() for r in runners)]
+
+    @property
     def rulesets(self) -> list[LoadedRuleSet]:
-        return [runner.ruleset for runner in self._runners.values()]
+        return [runner.ruleset for runner in self._all_runners]
 
     def settings_for(self, ruleset_id: str) -> dict[str, Scalar]:
-        for runner in self._runners.values():
+        for runner in self._all_runners:
             if runner.ruleset.id == ruleset_id:
                 return dict(runner.settings)
         raise KeyError(ruleset_id)
@@ -150,6 +162,8 @@ class Engine:
         used: list[_Runner] = []
         crs = icans = None
         notes: list[str] = []
+        other_scales: list[OtherScaleResult] = []
+        grades: dict[str, tuple[int | None, int | None]] = {}
         if parsed.vitals is not None or parsed.crs is not None:
             runner = self._runners["crs"]
             used.append(runner)
@@ -160,6 +174,7 @@ class Engine:
                 undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
                 **_outcome_fields(outcome),
             )
+            grades[runner.ruleset.id] = (crs.grade, crs.grade_max)
         if parsed.neuro is not None:
             runner = self._runners["icans"]
             used.append(runner)
@@ -172,6 +187,22 @@ class Engine:
                 undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
                 **_outcome_fields(outcome),
             )
+            grades[runner.ruleset.id] = (icans.grade, icans.grade_max)
+        for subject, graded in (("crs", crs), ("icans", icans)):
+            if graded is None:
+                continue
+            for runner in self._additional.get(subject, []):  # type: ignore[call-overload]
+                used.append(runner)
+                derived, outcome = self._graded(runner, parsed, runner.settings)
+                other = OtherScaleResult(
+                    subject=subject,
+                    scale=runner.ruleset.file.scale,
+                    ruleset=runner.ruleset.label,
+                    undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                    **_outcome_fields(outcome),
+                )
+                other_scales.append(other)
+                grades[runner.ruleset.id] = (other.grade, other.grade_max)
         flags: list[Flag] = []
         open_flags: list[UndeterminedFlag] = []
         if parsed.thrombosis is not None or parsed.blinatumomab is not None:
@@ -190,18 +221,9 @@ class Engine:
         if parsed.blinatumomab is not None:
             runner = self._runners["blinatumomab"]
             used.append(runner)
-            derived = blinatumomab_facts(
-                parsed,
-                runner.ruleset,
-                runner.settings,
-                crs_grade=(crs.grade, crs.grade_max) if crs else None,
-                icans_grade=(icans.grade, icans.grade_max) if icans else None,
-            )
+            derived = blinatumomab_facts(parsed, runner.ruleset, runner.settings, grades=grades)
             fired = self._evaluate(runner, derived, runner.settings)
-            open_inputs = {
-                "crs_grade": [u.input for u in crs.undetermined_by] if crs else [],
-                "icans_grade": [u.input for u in icans.undetermined_by] if icans else [],
-            }
+            open_inputs = _open_inputs(crs, icans, other_scales)
             actions, open_actions = collect(  # type: ignore[assignment]
                 runner.reference, fired, derived, runner.settings, open_inputs=open_inputs, reported=reported_inputs(parsed)
             )
@@ -216,6 +238,7 @@ class Engine:
             actions=actions,
             undetermined_actions=open_actions,
             notes=notes,
+            other_scales=other_scales,
             rulesets=[r.ref for r in used],
         )
 
@@ -234,7 +257,14 @@ class Engine:
             settings = icans.settings if icans_settings is None else icans_settings
             tool, reason = encephalopathy_tool(parsed.patient, icans.ruleset, settings)
         findings = self._runners["thrombosis"].ruleset.file.derivations.neuro_findings
-        errors = contradictions(parsed, tool=tool, tool_reason=reason or "", neuro_findings=findings)
+        terms = self._runners["blinatumomab"].ruleset.file.derivations.ctcae_terms
+        errors = contradictions(
+            parsed,
+            tool=tool,
+            tool_reason=reason or "",
+            neuro_findings=findings,
+            ctcae_terms=terms.terms if terms is not None else (),
+        )
         if errors:
             raise InvalidAssessment(errors)
         return parsed
@@ -374,7 +404,7 @@ class Engine:
     def self_test(self) -> None:
         """Run every rule file's own test cases; every rule must fire in at least one of them (for
         flags and actions: or be undetermined in a case that expects undetermined ones)."""
-        for runner in self._runners.values():
+        for runner in self._all_runners:
             reached: set[str] = set()
             for case in runner.ruleset.file.tests:
                 reached |= self._run_case(runner, case)
@@ -395,32 +425,50 @@ class Engine:
             parsed = self.validate(case.request, icans_settings=settings if subject == "icans" else None)
             if rs.file.combination.policy == "collect":
                 if subject == "blinatumomab":
-                    graded = self.assess({**case.request, "blinatumomab": None})  # the grades of the same snapshot
-                    derived = blinatumomab_facts(
-                        parsed, rs, settings,
-                        crs_grade=(graded.crs.grade, graded.crs.grade_max) if graded.crs else None,
-                        icans_grade=(graded.icans.grade, graded.icans.grade_max) if graded.icans else None,
-                    )
+                    # The grades of the same snapshot, each at its own file's defaults: a case is
+                    # written against the files, not against the settings this engine runs with.
+                    by_ruleset: dict[str, tuple[int | None, int | None]] = {}
+                    undetermined: dict[str, list[str]] = {}
+                    for subject_runner in self._all_runners:
+                        if subject_runner.ruleset.file.subject not in ("crs", "icans"):
+                            continue
+                        if subject_runner.ruleset.file.subject == "crs" and parsed.vitals is None and parsed.crs is None:
+                            continue
+                        if subject_runner.ruleset.file.subject == "icans" and parsed.neuro is None:
+                            continue
+                        defaults = subject_runner.ruleset.resolve_settings({})
+                        subject_derived, subject_outcome = self._graded(subject_runner, parsed, defaults)
+                        by_ruleset[subject_runner.ruleset.id] = (subject_outcome.grade, subject_outcome.grade_max)
+                        undetermined[subject_runner.ruleset.file.subject] = undetermined.get(
+                            subject_runner.ruleset.file.subject, []
+                        ) + [
+                            u.input
+                            for u in self._undetermined_by(
+                                subject_runner, parsed, subject_derived, subject_outcome, subject_derived.fired
+                            )
+                        ]
+                    derived = blinatumomab_facts(parsed, rs, settings, grades=by_ruleset)
                     open_inputs = {
-                        "crs_grade": [u.input for u in graded.crs.undetermined_by] if graded.crs else [],
-                        "icans_grade": [u.input for u in graded.icans.undetermined_by] if graded.icans else [],
+                        name: list(dict.fromkeys(undetermined.get("crs" if name.startswith("crs") else "icans", [])))
+                        for name, spec in CATALOGUES["blinatumomab"].items()
+                        if spec.bounded
                     }
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
                     open_inputs = {}
                 certain, possible = self._evaluate(runner, derived, settings)
-                emitted = sorted({r.emits for r in rs.rules if r.id in certain and r.emits})
+                items, open_items = collect(
+                    runner.reference,
+                    (certain, possible),
+                    derived,
+                    settings,
+                    reported=reported_inputs(parsed),
+                    open_inputs=open_inputs,
+                )
+                emitted = sorted({item.id for item in items})
                 if expect.emits is not None and emitted != sorted(set(expect.emits)):
                     problems.append(f"expected {sorted(set(expect.emits))}, got {emitted}")
                 if expect.undetermined is not None:
-                    _, open_items = collect(
-                        runner.reference,
-                        (certain, possible),
-                        derived,
-                        settings,
-                        reported=reported_inputs(parsed),
-                        open_inputs=open_inputs,
-                    )
                     got = sorted({item.id for item in open_items})
                     if got != sorted(set(expect.undetermined)):
                         problems.append(f"expected undetermined {sorted(set(expect.undetermined))}, got {got}")
@@ -444,6 +492,21 @@ class Engine:
         if problems:
             raise RuleSelfTestFailed(rs.path, "; ".join(problems), rule=where)
         return {d.rule for d in outcome.drivers}
+
+
+def _open_inputs(
+    crs: CrsResult | None, icans: IcansResult | None, other_scales: list[OtherScaleResult]
+) -> dict[str, list[str]]:
+    """For each grade fact of the label actions: the unreported inputs that leave it open."""
+    crs_open = [u.input for u in crs.undetermined_by] if crs else []
+    neuro_open = [u.input for u in icans.undetermined_by] if icans else []
+    for other in other_scales:
+        (crs_open if other.subject == "crs" else neuro_open).extend(u.input for u in other.undetermined_by)
+    return {
+        name: list(dict.fromkeys(crs_open if name.startswith("crs") else neuro_open))
+        for name, spec in CATALOGUES["blinatumomab"].items()
+        if spec.bounded
+    }
 
 
 def reported_inputs(assessment: Assessment) -> frozenset[str]:

@@ -42,7 +42,9 @@ __all__ = [
     "TreatmentAgent",
     "TreatmentRecord",
     "TreatmentResult",
+    "NeuroPoint",
     "apply_fever_masking",
+    "blinatumomab_course",
     "domain_course",
     "fever_masking",
     "timeline_entry",
@@ -440,3 +442,103 @@ def timeline_entry(
         flags=[f.id for f in result.flags],
         actions=[a.id for a in result.actions],
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Blinatumomab: seizures, recurrence and resolution from the timeline (blinatumomab-actions.md v1.1 §4-5)
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NeuroPoint:
+    """What an earlier observation said about neurological toxicity."""
+
+    observed_at: datetime
+    icans_grade: int | None
+    seizure: bool
+
+
+def had_seizure(assessment: Assessment) -> bool:
+    """A seizure reported in this observation (neuro, or the thrombosis section's checkbox)."""
+    neuro_seizure = assessment.neuro is not None and assessment.neuro.seizure not in (None, "none")
+    return neuro_seizure or bool(assessment.thrombosis is not None and assessment.thrombosis.seizure)
+
+
+def blinatumomab_course(
+    assessment: Assessment,
+    observed_at: datetime,
+    earlier: Sequence[NeuroPoint],
+    treatments: Sequence[GivenTreatment],
+    *,
+    grade_at_least: int,
+    resolved_at_most: int,
+    resolution_days: float,
+) -> tuple[Assessment, list[str]]:
+    """The assessment with `seizures_this_course`, `recurred_after_restart` and `days_to_resolution`
+    derived from the episode when it has a blinatumomab section and did not send them, with notes
+    naming the observations used.
+
+    - seizures: the seizure observations since the latest `blinatumomab_start` at or before this
+      observation, this one included;
+    - recurrence: an earlier observation graded ICANS >= `grade_at_least`, then a
+      `blinatumomab_stop`, then a `blinatumomab_start` before this observation;
+    - resolution: the latest run of ICANS >= `grade_at_least` with no grade <= `resolved_at_most`
+      since, begun more than `resolution_days` ago: it has taken that long already (a lower bound,
+      set only when it decides the label's "more than 7 days").
+    The thresholds are the label rule file's; this function only reads the timeline."""
+    section = assessment.blinatumomab
+    if section is None:
+        return assessment, []
+    sent = section.model_fields_set
+    before = sorted((p for p in earlier if p.observed_at < observed_at), key=lambda p: p.observed_at)
+    starts = sorted(t.administered_at for t in treatments if t.agent == "blinatumomab_start" and t.administered_at <= observed_at)
+    stops = sorted(t.administered_at for t in treatments if t.agent == "blinatumomab_stop" and t.administered_at <= observed_at)
+    update: dict[str, Any] = {}
+    notes: list[str] = []
+    if "seizures_this_course" not in sent and starts:
+        start = starts[-1]
+        seen = [p.observed_at for p in before if p.seizure and p.observed_at >= start]
+        count = len(seen) + (1 if had_seizure(assessment) else 0)
+        update["seizures_this_course"] = count
+        when = ", ".join(_when(t) for t in seen) or "none before this one"
+        notes.append(
+            f"seizures_this_course derived from the episode: {count} since blinatumomab_start at {_when(start)} "
+            f"(earlier seizure observations: {when}{'; and this one' if had_seizure(assessment) else ''})."
+        )
+    if "recurred_after_restart" not in sent and starts:
+        start = starts[-1]
+        stop = max((s for s in stops if s < start), default=None)
+        if stop is not None:
+            severe = [p for p in before if p.icans_grade is not None and p.icans_grade >= grade_at_least and p.observed_at < stop]
+            update["recurred_after_restart"] = bool(severe)
+            notes.append(
+                "recurred_after_restart derived from the episode: "
+                + (
+                    f"ICANS grade {severe[-1].icans_grade} at {_when(severe[-1].observed_at)}, blinatumomab_stop at "
+                    f"{_when(stop)}, restarted at {_when(start)}: a grade {grade_at_least} or more now is a recurrence."
+                    if severe
+                    else f"restarted at {_when(start)} after a stop at {_when(stop)} with no earlier ICANS grade "
+                    f"{grade_at_least} or more: not a recurrence."
+                )
+            )
+    if "days_to_resolution" not in sent:
+        onset: datetime | None = None
+        for point in before:
+            if point.icans_grade is None:
+                continue
+            if point.icans_grade >= grade_at_least and onset is None:
+                onset = point.observed_at
+            elif point.icans_grade <= resolved_at_most:
+                onset = None
+        if onset is not None:
+            days = (observed_at - onset).total_seconds() / 86400
+            if days > resolution_days:
+                update["days_to_resolution"] = round(days, 2)
+                notes.append(
+                    f"days_to_resolution derived from the episode: ICANS grade {grade_at_least} or more since "
+                    f"{_when(onset)} and not back to grade {resolved_at_most} or less: more than {resolution_days:g} days "
+                    f"({days:.1f} so far)."
+                )
+    if not update:
+        return assessment, notes
+    return assessment.model_copy(update={"blinatumomab": section.model_copy(update=update)}), notes

@@ -98,6 +98,9 @@ CRS_FACTS: dict[str, FactSpec] = {
     "spo2_pct": FactSpec("number", "peripheral oxygen saturation, %", inputs=("vitals.spo2_pct",)),
     "hypoxia_other_cause": _known("boolean", "hypoxia explained by another cause (default false)"),
     "death_attributed": _known("boolean", "a clinician attributes death to CRS"),
+    "ctcae_v4_grade3": FactSpec(
+        "boolean", "a clinician finds the CTCAE v4.03 CRS grade 3 features", inputs=("crs.ctcae_v4_grade3",)
+    ),
 }
 
 ICANS_FACTS: dict[str, FactSpec] = {
@@ -221,21 +224,30 @@ for _name in ("seizure", "focal_deficit", "altered_consciousness", "papilledema"
         inputs=(f"thrombosis.{_name}",),
     )
 
+def _grade(meaning: str, inputs: tuple[str, ...]) -> FactSpec:
+    return FactSpec("integer", meaning + ", bounded by grade and grade_max when incomplete", bounded=True, inputs=inputs)
+
+
 BLINATUMOMAB_FACTS: dict[str, FactSpec] = {
     "age_years": _known("number", "age in years"),
-    "crs_grade": FactSpec(
-        "integer", "ASTCT CRS grade of this assessment, bounded by grade and grade_max when incomplete",
-        bounded=True, inputs=("crs",),
+    "crs_grade": _grade("ASTCT CRS grade of this assessment", ("crs",)),
+    "crs_grade_ctcae_v4": _grade("CTCAE v4.03 CRS grade of this assessment", ("crs",)),
+    "icans_grade": _grade("ASTCT ICANS grade of this assessment", ("neuro",)),
+    "neuro_ctcae_grade": FactSpec(
+        "integer", "the worst clinician-graded CTCAE neurological term of the label's list", inputs=("neuro.ctcae",)
     ),
-    "icans_grade": FactSpec(
-        "integer", "ASTCT ICANS grade of this assessment, bounded by grade and grade_max when incomplete",
-        bounded=True, inputs=("neuro",),
+    "crs_label_grade": _grade("the CRS grade the label actions read (setting label_grade_source)", ("crs",)),
+    "neuro_label_grade": _grade(
+        "the neurological toxicity grade the label actions read (setting label_grade_source)", ("neuro",)
     ),
     "weight_band": FactSpec("enum", "dosing band", ("fixed", "bsa", "unknown"), always_present=True),
+    "bsa_m2": FactSpec("number", "body surface area, m2 (Mosteller)", inputs=("patient.height_cm", "patient.weight_kg")),
     "dose_value": FactSpec("number", "current dose, in dose_unit", inputs=("blinatumomab.dose",)),
     "dose_unit": FactSpec("enum", "unit of the current dose", ("mcg/day", "mcg/m2/day"), inputs=("blinatumomab.dose",)),
     "dose_at_low_step": FactSpec(
-        "boolean", "the current dose is the low step (9 mcg/day or 5 mcg/m2/day)", inputs=("blinatumomab.dose",)
+        "boolean",
+        "the current dose is the low step of its weight band (9 mcg/day or 5 mcg/m2/day), compared in the band's unit",
+        inputs=("blinatumomab.dose", "patient.height_cm"),
     ),
     "seizures_this_course": FactSpec(
         "integer", "seizures in this course", inputs=("blinatumomab.seizures_this_course",)
@@ -243,6 +255,12 @@ BLINATUMOMAB_FACTS: dict[str, FactSpec] = {
     "days_to_resolution": FactSpec(
         "number", "days the last grade >= 3 toxicity took to resolve (future: not known while it lasts)",
         future=True, inputs=("blinatumomab.days_to_resolution",),
+    ),
+    "recurred_after_restart": FactSpec(
+        "boolean",
+        "the same adverse reaction came back after a restart (future at a first event: the action restates the "
+        "label's 'if it recurs' clause)",
+        future=True, inputs=("blinatumomab.recurred_after_restart",),
     ),
 }
 

@@ -16,8 +16,17 @@ from typing import Any
 
 from aegrade.derive import DerivedFacts
 from aegrade.facts import FactValue, Interval
-from aegrade.models import Action, Driver, Flag, GradeStatus, Interpretation, UndeterminedAction, UndeterminedFlag
-from aegrade.reference import Fired, ReferenceEvaluator
+from aegrade.models import (
+    Action,
+    Driver,
+    Flag,
+    GradeStatus,
+    Interpretation,
+    LabelGrade,
+    UndeterminedAction,
+    UndeterminedFlag,
+)
+from aegrade.reference import NOT_ASSESSED, Fired, ReferenceEvaluator
 from aegrade.rulefile import LoadedRuleSet, Rule, RuleInputs, Scalar
 
 __all__ = ["Outcome", "collect", "grade", "grade_max"]
@@ -260,7 +269,7 @@ def collect(
             if drug is None:
                 flags.append(Flag(severity=rule.severity, message=rule.message, **common))
             else:
-                actions.append(Action(drug=drug, text=rule.message, **common))
+                actions.append(Action(drug=drug, text=rule.message, decided_by=_decided_by(rule, inputs, derived), **common))
         elif rule.id in possible:
             tested = inputs[rule.id][0]
             facts = derived.facts
@@ -274,20 +283,83 @@ def collect(
                     continue
                 value = facts.get(name)
                 if value is None and not spec.future and not spec.always_present:
-                    missing.extend(spec.inputs)
+                    missing.extend(derived.unknown_because.get(name, spec.inputs))
                 elif isinstance(value, Interval):
                     missing.extend((open_inputs or {}).get(name, spec.inputs))
             missing = [path for path in dict.fromkeys(missing) if path not in reported]
-            if missing and all("." not in path and path not in reported for path in missing):
-                continue  # open only because a whole section was not sent (no CRS assessed, say)
+            if _open_only_for_unassessed(reference, rule, tested, derived, settings, reported):
+                continue
             common = {"id": rule.emits, "rule": rule.id, "citation": rule.citation, "evidence_level": rule.evidence_level}
             if drug is None:
                 open_flags.append(UndeterminedFlag(severity=rule.severity, message=rule.message, missing=missing, **common))
             else:
-                open_actions.append(UndeterminedAction(drug=drug, text=rule.message, missing=missing, **common))
+                open_actions.append(
+                    UndeterminedAction(
+                        drug=drug, text=rule.message, missing=missing, decided_by=_decided_by(rule, inputs, derived), **common
+                    )
+                )
     if drug is None:
         return (
             sorted(flags, key=lambda f: SEVERITY_ORDER[f.severity]),
             sorted(open_flags, key=lambda f: SEVERITY_ORDER[f.severity]),
         )
-    return actions, open_actions
+    return _supersede(ruleset, actions, open_actions)
+
+
+def _open_only_for_unassessed(
+    reference: ReferenceEvaluator,
+    rule: Rule,
+    tested: tuple[str, ...],
+    derived: DerivedFacts,
+    settings: Mapping[str, Scalar],
+    reported: frozenset[str],
+) -> bool:
+    """Whether a rule is open only because a whole subject was not assessed (no CRS section, say):
+    with those facts failing every test, its condition is false. Such a rule is left out, as a flag
+    none of whose inputs was reported is."""
+    catalogue = reference.catalogue
+    unassessed = {
+        name: NOT_ASSESSED
+        for name in tested
+        if name in catalogue
+        and name not in derived.facts
+        and catalogue[name].inputs
+        and all("." not in path and path not in reported for path in catalogue[name].inputs)
+    }
+    if not unassessed:
+        return False
+    return reference.truth(rule.id, {**derived.facts, **unassessed}, settings) is False
+
+
+def _decided_by(rule: Rule, inputs: Mapping[str, RuleInputs], derived: DerivedFacts) -> list[LabelGrade]:
+    """The label grades (grade and scale) that a rule's condition reads."""
+    label_grades = derived.context.get("label_grades") or {}
+    return [LabelGrade(**grade) for name in inputs[rule.id][0] for grade in label_grades.get(name, [])]
+
+
+def _supersede(
+    ruleset: LoadedRuleSet, actions: list[Action], open_actions: list[UndeterminedAction]
+) -> tuple[list[Action], list[UndeterminedAction]]:
+    """An established action that supersedes others (a discontinuation) removes them, established or
+    undetermined, and names them; then the actions are put in the rule file's order, most
+    restrictive first."""
+    supersedes = {rule.id: rule.supersedes for rule in ruleset.rules if rule.supersedes}
+    gone: set[str] = set()
+    for action in actions:
+        gone.update(supersedes.get(action.rule, []))
+    present = {a.id for a in actions} | {a.id for a in open_actions}
+    kept = [
+        action.model_copy(update={"superseded": sorted(set(supersedes[action.rule]) & present)})
+        if action.rule in supersedes
+        else action
+        for action in actions
+        if action.id not in gone or action.rule in supersedes  # a discontinuation is never removed
+    ]
+    kept_open = [action for action in open_actions if action.id not in gone]
+    order = {emit: index for index, emit in enumerate(ruleset.file.combination.order)}
+    rank = len(order)
+    return (
+        sorted(kept, key=lambda a: order.get(a.id, rank)),
+        sorted(kept_open, key=lambda a: order.get(a.id, rank)),
+    )
+

@@ -24,6 +24,7 @@ __all__ = [
     "Consciousness",
     "CrsResult",
     "CrsSection",
+    "CtcaeTerm",
     "DomainResult",
     "Driver",
     "Flag",
@@ -31,7 +32,9 @@ __all__ = [
     "IceItems",
     "IcpSign",
     "Interpretation",
+    "LabelGrade",
     "NeuroSection",
+    "OtherScaleResult",
     "Oxygen",
     "OxygenDevice",
     "Patient",
@@ -110,6 +113,12 @@ class Patient(_Strict):
 
     age_years: float = Field(ge=0, le=120, description="Age in years; fractions allowed for infants.")
     weight_kg: float | None = Field(default=None, gt=0, le=400, description="Body weight in kg.")
+    height_cm: float | None = Field(
+        default=None,
+        ge=30,
+        le=250,
+        description="Height in cm: with the weight it gives the body surface area (Mosteller), which converts a dose between mcg/day and mcg/m2/day.",
+    )
     developmental_delay: bool = Field(
         default=False, description="Baseline developmental delay: selects CAPD for ICANS at any age."
     )
@@ -181,6 +190,14 @@ class CrsSection(_Strict):
         default=False, description="Hypoxia is explained by another cause (e.g. pulmonary embolism): not CRS evidence."
     )
     death_attributed: bool = Field(default=False, description="A clinician attributes death to CRS.")
+    ctcae_v4_grade3: bool | None = Field(
+        default=None,
+        description=(
+            "A clinician finds the CTCAE v4.03 CRS grade 3 features: 'Prolonged (e.g., not rapidly responsive to "
+            "symptomatic medication and/or brief interruption of infusion); recurrence of symptoms following initial "
+            "improvement; hospitalization indicated for clinical sequelae'. Used by the CTCAE v4.03 CRS reading."
+        ),
+    )
 
 
 class IceItems(_Strict):
@@ -191,6 +208,19 @@ class IceItems(_Strict):
     commands: Points1 = Field(description="Follows simple commands.")
     writing: Points1 = Field(description="Writes a standard sentence.")
     attention: Points1 = Field(description="Counts backwards from 100 by 10.")
+
+
+CtcaeVersion = Literal["4.03", "5.0", "6.0"]
+
+
+class CtcaeTerm(_Strict):
+    """A neurological adverse reaction graded by a clinician with CTCAE (the blinatumomab label's scale)."""
+
+    term: str = Field(
+        min_length=1, max_length=60, description="A term of the closed list in the blinatumomab label rule file, e.g. tremor."
+    )
+    grade: int = Field(ge=1, le=5, description="CTCAE grade, 1-5.")
+    version: CtcaeVersion
 
 
 class NeuroSection(_Strict):
@@ -236,6 +266,14 @@ class NeuroSection(_Strict):
         description="Excluded from ICANS grading; when true, edema and ICP signs are undetermined until icp_other_cause is sent.",
     )
     death_attributed: bool = Field(default=False, description="A clinician attributes death to ICANS.")
+    ctcae: list[CtcaeTerm] | None = Field(
+        default=None,
+        max_length=40,
+        description=(
+            "Clinician-graded CTCAE terms for neurological adverse reactions that ICANS leaves out or grades "
+            "differently (e.g. tremor): the blinatumomab label's neurological toxicity grade is the worse of these and ICANS."
+        ),
+    )
 
 
 AsparaginaseProduct = Literal["pegaspargase", "calaspargase", "erwinia", "native_ecoli"]
@@ -342,6 +380,9 @@ class BlinatumomabSection(_Strict):
     days_to_resolution: float | None = Field(
         default=None, ge=0, le=365, description="Days the last grade >= 3 toxicity took to resolve, if known."
     )
+    recurred_after_restart: bool | None = Field(
+        default=None, description="The same adverse reaction came back after blinatumomab was restarted."
+    )
 
 
 class Assessment(_Strict):
@@ -434,6 +475,12 @@ class IcansResult(DomainResult):
     tool: Literal["ICE", "CAPD"] | None
 
 
+class OtherScaleResult(DomainResult):
+    """A subject graded by an additional scale (a rule set whose role is `additional`)."""
+
+    subject: Literal["crs", "icans"]
+
+
 Severity = Literal["info", "warning", "critical"]
 
 
@@ -450,6 +497,16 @@ class Flag(_Out):
     interpretations: list[Interpretation] = Field(default_factory=list, description="Local settings that decided it.")
 
 
+class LabelGrade(_Out):
+    """The grade that decided a label action, and the scale it was read on."""
+
+    subject: Literal["crs", "neuro"]
+    grade: int | None = Field(description="The grade (the lower bound when it is still open).")
+    grade_max: int | None = Field(default=None, description="The upper bound when the grade is still open.")
+    scale: str = Field(description="e.g. 'ASTCT 2019' or 'CTCAE v4.03'.")
+    other: list[str] = Field(default_factory=list, description="The other scales' grades, in words, when they differ.")
+
+
 class Action(_Out):
     """A label-based action (blinatumomab-actions.md): it restates the label, it never orders."""
 
@@ -457,6 +514,10 @@ class Action(_Out):
     rule: str = Field(description="The rule that emitted it.")
     drug: str
     text: str
+    decided_by: list[LabelGrade] = Field(default_factory=list, description="The grades and scales that decided it.")
+    superseded: list[str] = Field(
+        default_factory=list, description="For a discontinuation: the actions it supersedes, which are not given."
+    )
     citation: str
     evidence_level: EvidenceLevel
     evidence: dict[str, Any]
@@ -482,6 +543,7 @@ class UndeterminedAction(_Out):
     rule: str
     drug: str
     text: str
+    decided_by: list[LabelGrade] = Field(default_factory=list, description="The grades and scales it depends on.")
     citation: str
     evidence_level: EvidenceLevel
     missing: list[str] = Field(description="The unreported inputs (request paths) that would decide it.")
@@ -496,11 +558,15 @@ class AssessmentResult(_Out):
     undetermined_flags: list[UndeterminedFlag] = Field(
         default_factory=list, description="Critical and warning flags whose condition is unknown, most severe first."
     )
-    actions: list[Action] = Field(default_factory=list)
+    actions: list[Action] = Field(default_factory=list, description="Most restrictive first.")
     undetermined_actions: list[UndeterminedAction] = Field(
         default_factory=list, description="Actions whose condition is unknown."
     )
     notes: list[str] = Field(
         default_factory=list, description="What the engine derived or noticed for the flags and actions, in words."
+    )
+    other_scales: list[OtherScaleResult] = Field(
+        default_factory=list,
+        description="The same subject graded by the other active scales (e.g. CRS by CTCAE v4.03, the blinatumomab label's scale).",
     )
     rulesets: list[RulesetRef]

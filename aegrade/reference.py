@@ -38,7 +38,7 @@ from aegrade.rulefile import (
     SettingValue,
 )
 
-__all__ = ["Fired", "ReferenceEvaluator", "Truth", "compile_condition", "compare_interval"]
+__all__ = ["NOT_ASSESSED", "Fired", "ReferenceEvaluator", "Truth", "compile_condition", "compare_interval"]
 
 Facts = Mapping[str, FactValue]
 Settings = Mapping[str, Scalar]
@@ -48,6 +48,17 @@ Fired = tuple[frozenset[str], frozenset[str]]
 """(certain, possible): the names whose condition is true, and those whose condition is not false."""
 
 _MISSING: Any = object()
+
+
+class _NotAssessed:
+    """A fact of a subject that was not assessed at all (no section sent): every test of it fails.
+    Used only to ask whether a rule is open *only* because a whole subject was not assessed."""
+
+    def __repr__(self) -> str:
+        return "NOT_ASSESSED"
+
+
+NOT_ASSESSED: Any = _NotAssessed()
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -139,6 +150,8 @@ def _compile_fact_test(test: FactTest, catalogue: Mapping[str, FactSpec]) -> Pre
 
         def against_fact(f: Facts, s: Settings) -> Truth:
             x, y = f.get(name, _MISSING), f.get(other, _MISSING)
+            if x is NOT_ASSESSED or y is NOT_ASSESSED:
+                return False
             if x is _MISSING or y is _MISSING:
                 return None
             return compare(x, y * times)
@@ -149,6 +162,8 @@ def _compile_fact_test(test: FactTest, catalogue: Mapping[str, FactSpec]) -> Pre
 
         def against_setting(f: Facts, s: Settings) -> Truth:
             x = f.get(name, _MISSING)
+            if x is NOT_ASSESSED:
+                return False
             return when_absent if x is _MISSING else compare(x, s[setting])
 
         return against_setting
@@ -158,6 +173,8 @@ def _compile_fact_test(test: FactTest, catalogue: Mapping[str, FactSpec]) -> Pre
         x = f.get(name, _MISSING)
         if x is _MISSING:
             return when_absent
+        if x is NOT_ASSESSED:
+            return False
         if isinstance(x, Interval):
             return compare_interval(op, x.lo, x.hi, value)
         return compare(x, value)
@@ -182,6 +199,7 @@ class ReferenceEvaluator:
         catalogue = CATALOGUES[ruleset.file.subject]
         self.catalogue = catalogue
         self._named = [(name, compile_condition(condition, catalogue)) for name, condition in named]
+        self._by_name = dict(self._named)
         self._missing = [(d.id, compile_condition(d.missing_when, catalogue)) for d in ruleset.file.domains]
         stands = ruleset.file.combination.gate_stands_when
         self._gate_stands = compile_condition(stands, catalogue) if stands is not None else None
@@ -218,6 +236,10 @@ class ReferenceEvaluator:
     def gate_may_stand(self, facts: Facts, settings: Settings) -> bool:
         """Whether the combination's `gate_stands_when` is certainly true (true when none is declared)."""
         return self._gate_stands is None or self._gate_stands(facts, settings) is True
+
+    def truth(self, name: str, facts: Facts, settings: Settings) -> Truth:
+        """The truth of one named condition."""
+        return self._by_name[name](facts, settings)
 
     def missing_domains(self, facts: Facts, settings: Settings) -> frozenset[str]:
         """The domains whose `missing_when` is true: not reported."""

@@ -192,6 +192,10 @@ class Rule(_RuleModel):
     )
     severity: Literal["info", "warning", "critical"] | None = Field(default=None, description="Of a flag.")
     message: str | None = Field(default=None, description="The flag's message, or the action's text.")
+    supersedes: list[str] = Field(
+        default_factory=list,
+        description="Action ids this action supersedes when it is established (a discontinuation supersedes every restart).",
+    )
 
 
 class Domain(_RuleModel):
@@ -234,6 +238,9 @@ class Combination(_RuleModel):
     gate_stands_when: Condition | None = Field(
         default=None,
         description="The gate may stand (gate_stands_up_to) only when this is certainly true.",
+    )
+    order: list[str] = Field(
+        default_factory=list, description="Collect policy: the emitted ids in the order shown, most restrictive first."
     )
 
 
@@ -304,11 +311,55 @@ class EnoxaparinReference(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class BodySurfaceArea(_RuleModel):
+    """Body surface area from height and weight: sqrt(height_cm x weight_kg / divisor) m2 (Mosteller: 3600)."""
+
+    formula: str
+    divisor: float
+    citation: str
+    evidence_level: EvidenceLevel
+
+
 class BlinatumomabDosing(_RuleModel):
-    """Weight band (fixed dosing from the weight; otherwise BSA) and the low-step dose per unit."""
+    """Weight band (fixed dosing from the weight; otherwise BSA), the low-step dose in each band's own
+    unit, and the tolerance allowed for rounding when a dose charted in the other unit is converted."""
 
     fixed_dosing_from_weight_kg: float
     low_step: dict[str, float]
+    band_unit: dict[str, str] = Field(description="The dosing unit of each band: fixed and bsa.")
+    conversion_tolerance: float = Field(ge=0, le=0.5, description="Fraction of the step, e.g. 0.1 for 10%.")
+    bsa: BodySurfaceArea
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class GradeSource(_RuleModel):
+    """A grade of this same assessment, by the rule set that graded it, as a bounded fact."""
+
+    fact: str
+    ruleset: str
+    scale: str = Field(description="How the scale is named to a reader, e.g. 'CTCAE v4.03'.")
+
+
+class CtcaeTerms(_RuleModel):
+    """The clinician-graded CTCAE terms that count, as the worst of their grades, in a fact."""
+
+    fact: str
+    scale: str
+    terms: list[str] = Field(min_length=1)
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class LabelGradeRule(_RuleModel):
+    """The grade a label action reads: the worst of the reported sources that the setting's value names."""
+
+    fact: str
+    subject: Literal["crs", "neuro"]
+    setting: str
+    sources: dict[str, list[str]] = Field(description="For each choice of the setting: the grade facts it reads.")
+    criterion: str
     citation: str
     evidence_level: EvidenceLevel
 
@@ -368,6 +419,18 @@ class NeuroFinding(_RuleModel):
     criterion: str
 
 
+class EpisodeCourse(_RuleModel):
+    """What the episode path reads from the timeline for the label: a toxicity of `grade_at_least`
+    or more, resolved at `resolved_at_most` or less, and the days after which its resolution
+    decides the label ("takes more than 7 days to resolve")."""
+
+    grade_at_least: int = Field(ge=1, le=5)
+    resolved_at_most: int = Field(ge=0, le=4)
+    resolution_days: float = Field(gt=0)
+    citation: str
+    evidence_level: EvidenceLevel
+
+
 class Derivations(_RuleModel):
     booleans: list[DerivedBoolean] = Field(
         default_factory=list, description="Evaluated (by both evaluators, three-valued) before the rules."
@@ -375,6 +438,10 @@ class Derivations(_RuleModel):
     scores: list[DerivedScore] = Field(default_factory=list, description="Evaluated with the booleans.")
     attributions: list[Attribution] = Field(default_factory=list, description="Evaluated with the booleans.")
     neuro_findings: list[NeuroFinding] = Field(default_factory=list)
+    grade_sources: list[GradeSource] = Field(default_factory=list)
+    ctcae_terms: CtcaeTerms | None = None
+    label_grades: list[LabelGradeRule] = Field(default_factory=list)
+    episode_course: EpisodeCourse | None = None
     hypotension_from_vitals: HypotensionFromVitals | None = None
     encephalopathy_tool: EncephalopathyTool | None = None
     asparaginase_exposure: AsparaginaseExposure | None = None
@@ -412,6 +479,10 @@ class RuleSetFile(_RuleModel):
     subject: Subject
     scale: str
     status: Literal["draft", "active", "retired"]
+    role: Literal["primary", "additional"] = Field(
+        default="primary",
+        description="One active primary rule set per subject gives its result; additional ones grade the same subject on another scale.",
+    )
     drug: str | None = Field(default=None, description="For action rule sets: the drug the actions concern.")
     citation: str
     combination: Combination

@@ -45,6 +45,7 @@ def contradictions(
     tool: str | None,
     tool_reason: str = "",
     neuro_findings: Sequence[NeuroFinding] = (),
+    ctcae_terms: Sequence[str] = (),
 ) -> list[FieldError]:
     """Every contradiction between fields. `tool` is the encephalopathy tool that fits the patient;
     `neuro_findings` are the thrombosis facts that the neuro section also reports (one fact, one
@@ -89,6 +90,13 @@ def contradictions(
     neuro = assessment.neuro
     if neuro is not None:
         errors.extend(_neuro_contradictions(neuro, tool=tool, tool_reason=tool_reason))
+        seen_terms: list[str] = []
+        for index, term in enumerate(neuro.ctcae or []):
+            if ctcae_terms and term.term not in ctcae_terms:
+                add(("neuro", "ctcae", index, "term"), f"{term.term!r} is not one of the label's CTCAE terms: {sorted(ctcae_terms)}", term.term, "unknown_term")
+            elif term.term in seen_terms:
+                add(("neuro", "ctcae", index, "term"), f"{term.term} is listed twice", term.term, "duplicate")
+            seen_terms.append(term.term)
 
     thrombosis = assessment.thrombosis
     if thrombosis is not None:
