@@ -28,6 +28,7 @@ from aegrade.models import Assessment, AssessmentResult, CrsSection, Interpretat
 
 __all__ = [
     "ANTIPYRETICS",
+    "BLINATUMOMAB_COURSE_AGENTS",
     "ANTICYTOKINES",
     "CORTICOSTEROIDS",
     "MASKING_AGENTS",
@@ -45,6 +46,7 @@ __all__ = [
     "NeuroPoint",
     "apply_fever_masking",
     "blinatumomab_course",
+    "had_seizure",
     "domain_course",
     "fever_masking",
     "timeline_entry",
@@ -74,6 +76,8 @@ ANTICYTOKINES = frozenset({"tocilizumab", "anakinra"})
 CORTICOSTEROIDS = frozenset({"dexamethasone", "methylprednisolone", "hydrocortisone", "other_corticosteroid"})
 ANTIPYRETICS = frozenset({"acetaminophen", "ibuprofen", "other_antipyretic"})
 MASKING_AGENTS = ANTICYTOKINES | CORTICOSTEROIDS | ANTIPYRETICS
+BLINATUMOMAB_COURSE_AGENTS = frozenset({"blinatumomab_start", "blinatumomab_stop"})
+"""The treatments that mark a blinatumomab exposure: the label's seizure and recurrence rules read them."""
 """Agents after which fever is no longer required (ASTCT 2019: antipyretic or anticytokine therapy,
 tocilizumab or steroids). The blinatumomab and asparaginase entries are recorded, never masking."""
 

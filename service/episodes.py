@@ -50,19 +50,23 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from aegrade import Engine
 from aegrade.episodes import (
+    BLINATUMOMAB_COURSE_AGENTS,
     MASKING_AGENTS,
     Episode,
     FeverMasking,
     GivenTreatment,
     GradePoint,
+    NeuroPoint,
     Observation,
     ObservationResult,
     Treatment,
     TreatmentRecord,
     TreatmentResult,
     apply_fever_masking,
+    blinatumomab_course,
     domain_course,
     fever_masking,
+    had_seizure,
     timeline_entry,
     with_episode_context,
 )
@@ -189,7 +193,8 @@ class EpisodeStore:
             observation_id = uuid.uuid4().hex
             onset = self._onset_before(conn, patient_id, observed_at, inclusive=False)
             history = self._masking_treatments(conn, patient_id)
-            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history)
+            course = self._blinatumomab_history(conn, patient_id, observed_at)
+            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history, course)
             as_sent = json.loads(sent)
             audit = [self._audit(result, as_sent, patient_id, observation_id, "graded", grading_ms)]
             conn.execute(
@@ -234,7 +239,7 @@ class EpisodeStore:
                 treatments.insert().values(patient_id=patient_id, **record.model_dump(exclude={"masks_fever"}))
             )
             regraded: list[str] = []
-            if record.masks_fever:
+            if record.masks_fever or record.agent in BLINATUMOMAB_COURSE_AGENTS:
                 audit: list[AuditRecord] = []
                 history = self._masking_treatments(conn, patient_id)
                 regraded = self._regrade_after(conn, patient_id, administered_at, history, audit)
@@ -294,15 +299,64 @@ class EpisodeStore:
     # -- grading in context -----------------------------------------------------------------------
 
     def _grade(
-        self, assessment: Assessment, observed_at: datetime, onset: datetime | None, history: Sequence[GivenTreatment]
+        self,
+        assessment: Assessment,
+        observed_at: datetime,
+        onset: datetime | None,
+        history: Sequence[GivenTreatment],
+        course: tuple[list[NeuroPoint], list[GivenTreatment]] = ([], []),
     ) -> tuple[Any, FeverMasking | None, float]:
-        """The result in the context of the history, its masking, and the grading time in ms."""
+        """The result in the context of the history (fever masking; the blinatumomab course: seizures,
+        recurrence, resolution), its masking, and the grading time in ms."""
         started = time.perf_counter()
         window = self.masking_window_hours
         masking = fever_masking(observed_at, onset, history, window_hours=window)
         graded, notes, interpretations = apply_fever_masking(assessment, masking, onset, window_hours=window)
+        course_notes: list[str] = []
+        spec = next(
+            (rs.file.derivations.episode_course for rs in self.engine.rulesets if rs.file.subject == "blinatumomab"),
+            None,
+        )
+        if spec is not None and graded.blinatumomab is not None:
+            graded, course_notes = blinatumomab_course(
+                graded,
+                observed_at,
+                course[0],
+                course[1],
+                grade_at_least=spec.grade_at_least,
+                resolved_at_most=spec.resolved_at_most,
+                resolution_days=spec.resolution_days,
+            )
         result = with_episode_context(self.engine.assess(graded), notes, interpretations)
+        if course_notes:
+            result = result.model_copy(update={"notes": [*[f"blinatumomab: {n}" for n in course_notes], *result.notes]})
         return result, masking, (time.perf_counter() - started) * 1000
+
+    def _blinatumomab_history(
+        self, conn: Connection, patient_id: str, moment: datetime
+    ) -> tuple[list[NeuroPoint], list[GivenTreatment]]:
+        """The observations before `moment` (their ICANS grade and whether they report a seizure) and
+        the blinatumomab starts and stops: what the label's seizure, recurrence and resolution rules
+        read from the episode."""
+        rows = conn.execute(
+            select(observations.c.observed_at, observations.c.icans_grade, observations.c.request)
+            .where(observations.c.patient_id == patient_id, observations.c.observed_at < moment)
+            .order_by(*_TIMELINE_ORDER)
+        ).all()
+        points = [
+            NeuroPoint(
+                observed_at=_utc(row.observed_at),
+                icans_grade=row.icans_grade,
+                seizure=had_seizure(Assessment.model_validate_json(json.dumps(row.request))),
+            )
+            for row in rows
+        ]
+        given = conn.execute(
+            select(treatments.c.agent, treatments.c.administered_at)
+            .where(treatments.c.patient_id == patient_id, treatments.c.agent.in_(sorted(BLINATUMOMAB_COURSE_AGENTS)))
+            .order_by(treatments.c.administered_at)
+        )
+        return points, [GivenTreatment(agent=row.agent, administered_at=_utc(row.administered_at)) for row in given]
 
     def _onset_before(self, conn: Connection, patient_id: str, moment: datetime, *, inclusive: bool) -> datetime | None:
         """The first observation graded CRS >= 1 before `moment` (or at it, when inclusive)."""
@@ -344,7 +398,8 @@ class EpisodeStore:
         for row in later:
             observed_at = _utc(row.observed_at)
             assessment = Assessment.model_validate_json(json.dumps(row.request))
-            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history)
+            course = self._blinatumomab_history(conn, patient_id, observed_at)
+            result, masking, grading_ms = self._grade(assessment, observed_at, onset, history, course)
             conn.execute(
                 update(observations)
                 .where(observations.c.id == row.id)

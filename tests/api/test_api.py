@@ -49,7 +49,7 @@ def test_assessment_is_graded_and_stored(client: TestClient) -> None:
     assert record["result"] == body
     assert record["request"] == REQUEST
     assert record["rulesets"] == body["rulesets"]
-    assert {r["id"] for r in record["rulesets"]} == {"astct-crs", "astct-icans"}
+    assert {r["id"] for r in record["rulesets"]} == {"astct-crs", "astct-icans", "ctcae-v403-crs"}
     assert all(len(r["sha256"]) == 64 for r in record["rulesets"])
     assert record["created_at"].startswith(body["evaluated_at"][:19])
 
