@@ -416,8 +416,8 @@ def _in_words(value: int | Interval) -> str:
 
 
 def body_surface_area(height_cm: float, weight_kg: float, divisor: float) -> float:
-    """sqrt(height x weight / divisor), m2, rounded to 0.01 (Mosteller with divisor 3600)."""
-    return round(math.sqrt(height_cm * weight_kg / divisor), 2)
+    """sqrt(height x weight / divisor), m2 (Mosteller with divisor 3600); shown rounded to 0.01, used as computed."""
+    return math.sqrt(height_cm * weight_kg / divisor)
 
 
 def blinatumomab_facts(
@@ -481,8 +481,8 @@ def blinatumomab_facts(
     dose = section.dose if section is not None else None
     bsa: float | None = None
     if weight is not None and patient.height_cm is not None:
-        bsa = body_surface_area(patient.height_cm, weight, dosing.bsa.divisor)
-        facts["bsa_m2"] = bsa
+        bsa = body_surface_area(patient.height_cm, weight, dosing.bsa.divisor)  # > 0: height and weight are
+        facts["bsa_m2"] = round(bsa, 4)
         out.context["bsa"] = f"{bsa:.2f} m2 ({dosing.bsa.formula})"
     if weight is not None:
         band = "fixed" if weight >= dosing.fixed_dosing_from_weight_kg else "bsa"

@@ -216,10 +216,11 @@ def test_fever_masked_is_yes_no_or_not_reported() -> None:
 
 
 def test_undetermined_actions_and_notes_are_shown(client: TestClient) -> None:
-    fields = {"patient.age_years": "30", **{f"neuro.ice.{k}": v for k, v in
+    # 30 kg doses in mcg/m2/day: a dose charted in mcg/day with no height leaves the step open, with a note
+    fields = {"patient.age_years": "30", "patient.weight_kg": "30", **{f"neuro.ice.{k}": v for k, v in
               (("orientation", "2"), ("naming", "1"), ("commands", "1"), ("writing", "0"), ("attention", "1"))},
               "blinatumomab.on": "yes", "blinatumomab.dose.value": "9", "blinatumomab.dose.unit": "mcg/day"}
-    api = client.post("/v1/assessments", json={"patient": {"age_years": 30}, "neuro": {"ice_score": 5},
+    api = client.post("/v1/assessments", json={"patient": {"age_years": 30, "weight_kg": 30}, "neuro": {"ice_score": 5},
                                                 "blinatumomab": {"dose": {"value": 9, "unit": "mcg/day"}}}).json()
     assert api["undetermined_actions"] and api["notes"]
     page = client.post("/", data=fields).text

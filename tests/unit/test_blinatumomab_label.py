@@ -41,8 +41,9 @@ def action_ids(result: aegrade.AssessmentResult) -> list[str]:
 
 
 def test_mosteller() -> None:
-    assert body_surface_area(121.5, 24, 3600) == 0.9  # sqrt(121.5 x 24 / 3600) = 0.9
-    assert body_surface_area(170, 70, 3600) == pytest.approx(math.sqrt(170 * 70 / 3600), abs=0.005)
+    assert body_surface_area(121.5, 24, 3600) == pytest.approx(0.9)  # sqrt(121.5 x 24 / 3600) = 0.9
+    assert body_surface_area(170, 70, 3600) == pytest.approx(math.sqrt(170 * 70 / 3600))
+    assert body_surface_area(30, 0.001, 3600) > 0  # the smallest height and weight still convert (no division by 0)
 
 
 # BSA 0.90 m2: the low step of the BSA band (5 mcg/m2/day) is 4.5 mcg/day; 10% is allowed for rounding.

@@ -143,6 +143,7 @@ def actions(engine: aegrade.Engine, weight: float | None, neuro: dict[str, Any] 
     patient: dict[str, Any] = {"age_years": 40}
     if weight is not None:
         patient["weight_kg"] = weight
+        patient["height_cm"] = 150  # a dose charted in the other unit is compared after conversion (v1.1 §2)
     request: dict[str, Any] = {"patient": patient, "blinatumomab": blin}
     if neuro is not None:
         request["neuro"] = neuro
@@ -163,7 +164,8 @@ NEURO_ICE_2 = {"ice_score": 2, "consciousness": "alert", "seizure": "none", "mot
     ],
 )
 def test_weight_band_edge(engine: aegrade.Engine, weight: float, dose: dict[str, Any], band: str) -> None:
-    result = engine.assess({"patient": {"age_years": 40, "weight_kg": weight}, "neuro": NEURO_ICE_2, "blinatumomab": {"dose": dose}})
+    patient = {"age_years": 40, "weight_kg": weight, "height_cm": 150}  # converts a dose charted in the other unit
+    result = engine.assess({"patient": patient, "neuro": NEURO_ICE_2, "blinatumomab": {"dose": dose}})
     assert result.icans is not None and (result.icans.grade, result.icans.grade_max) == (3, 3)
     withhold = next(a for a in result.actions if a.id == "BLIN-NEURO-G3-WITHHOLD")
     assert withhold.rule == f"blin.neuro_g3_withhold.{band}"
