@@ -481,9 +481,11 @@ def blinatumomab_facts(
     dose = section.dose if section is not None else None
     bsa: float | None = None
     if weight is not None and patient.height_cm is not None:
-        bsa = body_surface_area(patient.height_cm, weight, dosing.bsa.divisor)  # > 0: height and weight are
-        facts["bsa_m2"] = round(bsa, 4)
-        out.context["bsa"] = f"{bsa:.2f} m2 ({dosing.bsa.formula})"
+        computed = body_surface_area(patient.height_cm, weight, dosing.bsa.divisor)
+        if computed > 0:  # a weight so small that the product underflows gives no BSA
+            bsa = computed
+            facts["bsa_m2"] = round(bsa, 4)
+            out.context["bsa"] = f"{bsa:.2f} m2 ({dosing.bsa.formula})"
     if weight is not None:
         band = "fixed" if weight >= dosing.fixed_dosing_from_weight_kg else "bsa"
         reason = f"weight {weight:g} kg {'>=' if band == 'fixed' else '<'} {dosing.fixed_dosing_from_weight_kg:g} kg"

@@ -30,7 +30,7 @@ SCHEMA.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.N
 # cross-field rules (aegrade/validation.py) refuse some schema-valid requests. Schemathesis's
 # "schema-valid request rejected" check is replaced by a stricter one of ours: a schema-valid
 # request may be refused only by one of these rules, each naming its field.
-CROSS_FIELD_TYPES = {"contradiction", "wrong_tool", "duplicate", "missing"}
+CROSS_FIELD_TYPES = {"contradiction", "wrong_tool", "duplicate", "missing", "unknown_term"}  # unknown_term: the closed CTCAE term list lives in the label rule file
 # Episode writes: the schema cannot say "not in the future" or "a dose_unit needs a dose_mg" either.
 EPISODE_WRITES = {"POST /v1/patients/{patient_id}/observations", "POST /v1/patients/{patient_id}/treatments"}
 TIME_AND_DOSE_FIELDS = [["body", "observed_at"], ["body", "administered_at"], ["body", "dose_unit"]]
