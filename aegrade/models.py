@@ -219,7 +219,7 @@ class CtcaeTerm(_Strict):
     term: str = Field(
         min_length=1, max_length=60, description="A term of the closed list in the blinatumomab label rule file, e.g. tremor."
     )
-    grade: int = Field(ge=1, le=5, description="CTCAE grade, 1-5.")
+    grade: Annotated[int, Field(ge=1, le=5), _Whole] = Field(description="CTCAE grade, 1-5.")
     version: CtcaeVersion
 
 
