@@ -1,7 +1,12 @@
 """Shared test set-up: the hypothesis profiles, and the engine built once per session.
 
-Profiles: "ci" (fixed seed, 2,000 examples a property; loaded automatically when CI is set) and
-"dev" (fewer examples, for quick local runs). Choose one with HYPOTHESIS_PROFILE.
+Profiles: "ci" (fixed seed, 400 examples a property; loaded automatically when CI is set) and
+"dev" (300 random examples, for quick local runs). Choose one with HYPOTHESIS_PROFILE.
+
+Since v1.1 an incomplete result tries the values of each open input (`undetermined_by`), so one
+assessment costs a few milliseconds instead of a fraction of one: 2,000 examples a property took
+the suite past 15 minutes on 2 cores. The boundaries themselves are pinned by the unit tests just
+below, at and just above every threshold; the properties look for what those miss.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ SHARED = REPO.parent / "shared"
 
 settings.register_profile(
     "ci",
-    max_examples=2000,
+    max_examples=400,
     derandomize=True,
     deadline=None,
     print_blob=True,
