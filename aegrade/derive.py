@@ -240,6 +240,14 @@ ATTRIBUTION_FIELDS = (
 file's competing causes decide whether it is unknown or false (`aegrade.stage`)."""
 
 
+def _copy_reported(facts: dict[str, FactValue], section: Any, names: Mapping[str, str]) -> None:
+    """For each request field of `section` that was reported (not None): its value, as the fact named."""
+    for field_name, fact in names.items():
+        value = getattr(section, field_name)
+        if value is not None:
+            facts[fact] = value
+
+
 def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[str, Scalar]) -> DerivedFacts:
     """The facts of the ICANS rule set. Call only when neuro was sent."""
     neuro = assessment.neuro or NeuroSection()
@@ -278,13 +286,16 @@ def icans_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mappin
         facts["intracranial_hemorrhage"] = thrombosis.ich_present
         out.notes.append(f"intracranial_hemorrhage read from thrombosis.ich_present ({str(thrombosis.ich_present).lower()}).")
     if thrombosis is not None:
-        if thrombosis.confirmed_thrombosis_site is not None:
-            facts["confirmed_thrombosis_site"] = thrombosis.confirmed_thrombosis_site
         # One fact, one place: signs ticked only in the thrombosis section still count for ICANS.
-        if thrombosis.seizure is not None:
-            facts["thrombosis_seizure"] = thrombosis.seizure
-        if thrombosis.papilledema is not None:
-            facts["thrombosis_papilledema"] = thrombosis.papilledema
+        _copy_reported(
+            facts,
+            thrombosis,
+            {
+                "confirmed_thrombosis_site": "confirmed_thrombosis_site",
+                "seizure": "thrombosis_seizure",
+                "papilledema": "thrombosis_papilledema",
+            },
+        )
     for name in ("consciousness", "seizure", "motor", "cerebral_edema"):
         value = getattr(neuro, name)
         if value is not None:
@@ -520,10 +531,5 @@ def blinatumomab_facts(
                 f"(low step {step:g} {unit}, ±{dosing.conversion_tolerance:.0%} for rounding)"
             )
     if section is not None:
-        if section.seizures_this_course is not None:
-            facts["seizures_this_course"] = section.seizures_this_course
-        if section.days_to_resolution is not None:
-            facts["days_to_resolution"] = section.days_to_resolution
-        if section.recurred_after_restart is not None:
-            facts["recurred_after_restart"] = section.recurred_after_restart
+        _copy_reported(facts, section, {name: name for name in ("seizures_this_course", "days_to_resolution", "recurred_after_restart")})
     return out
