@@ -84,6 +84,8 @@ def test_index_case(client: TestClient) -> None:
     assert set(by_id) == {"BLIN-NEURO-G3-WITHHOLD", "BLIN-INTERRUPTION-CYCLE", "BLIN-RESTART-PREMEDICATION"}
     withhold = by_id["BLIN-NEURO-G3-WITHHOLD"]
     assert withhold["rule"] == "blin.neuro_g3_withhold.bsa" and "5 mcg/m2/day" in withhold["text"]
+    # the label's scale is shown: the neurological toxicity grade 3 was read on ICANS (no CTCAE terms sent)
+    assert [(d["subject"], d["grade"], d["scale"]) for d in withhold["decided_by"]] == [("neuro", 3, "ASTCT 2019 ICANS")]
     assert withhold["interpretations"][0]["setting"] == "blinatumomab-label-actions.label_grade_source"
     assert bridged["undetermined_actions"] == []
 
