@@ -95,7 +95,6 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
     facts["fever_other_cause"] = crs.fever_other_cause
 
     agents = list(crs.vasopressors or [])
-    facts["vasopressors_reported"] = crs.vasopressors is not None
     if crs.vasopressors is not None:
         facts["nonvasopressin_vasopressor_count"] = sum(1 for a in agents if a != "vasopressin")
         facts["vasopressin"] = "vasopressin" in agents

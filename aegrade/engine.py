@@ -171,7 +171,7 @@ class Engine:
             crs = CrsResult(
                 scale=runner.ruleset.file.scale,
                 ruleset=runner.ruleset.label,
-                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome),
                 **_outcome_fields(outcome),
             )
             grades[runner.ruleset.id] = (crs.grade, crs.grade_max)
@@ -184,7 +184,7 @@ class Engine:
                 scale=runner.ruleset.file.scale,
                 ruleset=runner.ruleset.label,
                 tool="ICE" if tool == "ICE" else "CAPD" if tool == "CAPD" else None,
-                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                undetermined_by=self._undetermined_by(runner, parsed, derived, outcome),
                 **_outcome_fields(outcome),
             )
             grades[runner.ruleset.id] = (icans.grade, icans.grade_max)
@@ -198,7 +198,7 @@ class Engine:
                     subject=subject,
                     scale=runner.ruleset.file.scale,
                     ruleset=runner.ruleset.label,
-                    undetermined_by=self._undetermined_by(runner, parsed, derived, outcome, derived.fired),
+                    undetermined_by=self._undetermined_by(runner, parsed, derived, outcome),
                     **_outcome_fields(outcome),
                 )
                 other_scales.append(other)
@@ -223,7 +223,11 @@ class Engine:
             used.append(runner)
             derived = blinatumomab_facts(parsed, runner.ruleset, runner.settings, grades=grades)
             fired = self._evaluate(runner, derived, runner.settings)
-            open_inputs = _open_inputs(crs, icans, other_scales)
+            open_by_subject: dict[str, list[str]] = {"crs": [], "icans": []}
+            for graded_part, subject in ((crs, "crs"), (icans, "icans"), *((o, o.subject) for o in other_scales)):
+                if graded_part is not None:
+                    open_by_subject[subject] += [u.input for u in graded_part.undetermined_by]
+            open_inputs = _open_inputs(open_by_subject)
             actions, open_actions = collect(  # type: ignore[assignment]
                 runner.reference, fired, derived, runner.settings, open_inputs=open_inputs, reported=reported_inputs(parsed)
             )
@@ -316,7 +320,7 @@ class Engine:
     # -- what the unreported inputs could do ------------------------------------------------------
 
     def _undetermined_by(
-        self, runner: _Runner, assessment: Assessment, derived: DerivedFacts, outcome: Outcome, fired: Fired
+        self, runner: _Runner, assessment: Assessment, derived: DerivedFacts, outcome: Outcome
     ) -> list[UndeterminedInput]:
         """The unreported inputs that would decide the grade, each with the highest grade it could
         lead to. Each candidate value is tried on the assessment as the request would send it,
@@ -333,7 +337,7 @@ class Engine:
         baseline = outcome.grade if outcome.grade is not None else 0
         subject = runner.ruleset.file.subject
         catalogue = CATALOGUES[subject]
-        certain, possible = fired
+        certain, possible = derived.fired
         relevant: set[str] = set()  # facts that an open rule which could raise the grade or unblock it tests
         for rule in runner.ruleset.rules:
             if rule.id in possible and rule.id not in certain:
@@ -444,15 +448,11 @@ class Engine:
                         ) + [
                             u.input
                             for u in self._undetermined_by(
-                                subject_runner, parsed, subject_derived, subject_outcome, subject_derived.fired
+                                subject_runner, parsed, subject_derived, subject_outcome
                             )
                         ]
                     derived = blinatumomab_facts(parsed, rs, settings, grades=by_ruleset)
-                    open_inputs = {
-                        name: list(dict.fromkeys(undetermined.get("crs" if name.startswith("crs") else "icans", [])))
-                        for name, spec in CATALOGUES["blinatumomab"].items()
-                        if spec.bounded
-                    }
+                    open_inputs = _open_inputs(undetermined)
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
                     open_inputs = {}
@@ -494,16 +494,11 @@ class Engine:
         return {d.rule for d in outcome.drivers}
 
 
-def _open_inputs(
-    crs: CrsResult | None, icans: IcansResult | None, other_scales: list[OtherScaleResult]
-) -> dict[str, list[str]]:
-    """For each grade fact of the label actions: the unreported inputs that leave it open."""
-    crs_open = [u.input for u in crs.undetermined_by] if crs else []
-    neuro_open = [u.input for u in icans.undetermined_by] if icans else []
-    for other in other_scales:
-        (crs_open if other.subject == "crs" else neuro_open).extend(u.input for u in other.undetermined_by)
+def _open_inputs(open_by_subject: Mapping[str, list[str]]) -> dict[str, list[str]]:
+    """For each grade fact of the label actions: the unreported inputs that leave its subject's
+    grade open (`open_by_subject`: the undetermined_by inputs of crs and icans, every scale)."""
     return {
-        name: list(dict.fromkeys(crs_open if name.startswith("crs") else neuro_open))
+        name: list(dict.fromkeys(open_by_subject.get("crs" if name.startswith("crs") else "icans", [])))
         for name, spec in CATALOGUES["blinatumomab"].items()
         if spec.bounded
     }

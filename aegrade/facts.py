@@ -87,7 +87,6 @@ CRS_FACTS: dict[str, FactSpec] = {
         "boolean", "hypotension was not reported and was derived true from the vitals (absent otherwise)"
     ),
     "hypotension_other_cause": _known("boolean", "hypotension explained by another cause (default false)"),
-    "vasopressors_reported": _known("boolean", "the vasopressor list was sent"),
     "nonvasopressin_vasopressor_count": FactSpec(
         "integer", "number of distinct vasopressors other than vasopressin (unknown when no list is sent)",
         inputs=("crs.vasopressors",),

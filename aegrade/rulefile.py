@@ -563,16 +563,8 @@ class LoadedRuleSet:
 
     @cached_property
     def derivation_conditions(self) -> list[tuple[str, Condition]]:
-        """The conditions evaluated before the rules (derived booleans, score options, competing
-        causes), each with a name: `derive.<fact>`, `score.<fact>.<part>.<option>`,
-        `attribution.<fact>.<index>`. They test input facts only, so one evaluation decides them all."""
-        d = self.file.derivations
-        named: list[tuple[str, Condition]] = [(f"derive.{b.fact}", b.when) for b in d.booleans]
-        for score in d.scores:
-            for part in score.parts:
-                named += [(f"score.{score.fact}.{part.id}.{i}", o.when) for i, o in enumerate(part.options)]
-        named += [(f"attribution.{a.fact}.{i}", a.competing_cause) for i, a in enumerate(d.attributions)]
-        return named
+        """See `derivation_conditions`."""
+        return derivation_conditions(self.file)
 
     @cached_property
     def rule_inputs(self) -> dict[str, RuleInputs]:
@@ -818,7 +810,7 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
         spec = catalogue.get(finding.fact)
         if spec is None or spec.type != "boolean":
             raise RuleFileError(name, f"neuro finding {finding.fact!r} is not a boolean fact of {file.subject}")
-    for stage_name, condition in file_derivation_conditions(file):
+    for stage_name, condition in derivation_conditions(file):
         _check_condition(condition, catalogue, settings, name, stage_name)
         used = sorted({t.fact for t in iter_tests(condition) if isinstance(t, FactTest)} & derived_facts)
         if used:
@@ -841,8 +833,17 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
             raise RuleFileError(name, f"hypotension_from_vitals needs choice setting {hyp.setting!r} with a 'counts' choice")
 
 
-def file_derivation_conditions(file: RuleSetFile) -> list[tuple[str, Condition]]:
-    return LoadedRuleSet(file=file, path="", sha256="").derivation_conditions
+def derivation_conditions(file: RuleSetFile) -> list[tuple[str, Condition]]:
+    """The conditions evaluated before the rules (derived booleans, score options, competing
+    causes), each with a name: `derive.<fact>`, `score.<fact>.<part>.<option>`,
+    `attribution.<fact>.<index>`. They test input facts only, so one evaluation decides them all."""
+    d = file.derivations
+    named: list[tuple[str, Condition]] = [(f"derive.{b.fact}", b.when) for b in d.booleans]
+    for score in d.scores:
+        for part in score.parts:
+            named += [(f"score.{score.fact}.{part.id}.{i}", o.when) for i, o in enumerate(part.options)]
+    named += [(f"attribution.{a.fact}.{i}", a.competing_cause) for i, a in enumerate(d.attributions)]
+    return named
 
 
 def _check_condition(
