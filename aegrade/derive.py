@@ -2,8 +2,8 @@
 
 Only conversions and bookkeeping happen here: degrees F to C, item scores to totals, vasopressor
 lists to counts, which encephalopathy tool fits the patient, and hypotension from vitals by age.
-Every clinical number used (the age cut-off, the blood-pressure bands) comes from the rule file and
-its settings; Python does not know what a fever is.
+Every clinical number and list used (the age cut-off, the blood-pressure bands, which vasopressors
+count) comes from the rule file and its settings; Python does not know what a fever is.
 
 A value that was not reported is left out of the facts. Each derivation that the engine makes on
 the patient's behalf is said in `notes` and shown in the evidence.
@@ -95,9 +95,11 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
     facts["fever_other_cause"] = crs.fever_other_cause
 
     agents = list(crs.vasopressors or [])
-    if crs.vasopressors is not None:
-        facts["nonvasopressin_vasopressor_count"] = sum(1 for a in agents if a != "vasopressin")
-        facts["vasopressin"] = "vasopressin" in agents
+    pressors = ruleset.file.derivations.vasopressors
+    if crs.vasopressors is not None and pressors is not None:
+        facts[pressors.count_fact] = sum(1 for a in agents if a not in pressors.not_counted)
+        for fact, agent in pressors.listed_facts.items():
+            facts[fact] = agent in agents
     out.context["vasopressors"] = sorted(agents) if crs.vasopressors is not None else None
 
     spec = ruleset.file.derivations.hypotension_from_vitals
@@ -118,7 +120,7 @@ def crs_facts(assessment: Assessment, ruleset: LoadedRuleSet, settings: Mapping[
     if crs.hypotension is not None:
         facts["hypotension"] = crs.hypotension
         out.context["hypotension_source"] = "reported"
-    elif agents:
+    elif agents and pressors is not None and pressors.imply_hypotension:
         facts["hypotension"] = True
         out.context["hypotension_source"] = "vasopressors"
         out.notes.append("hypotension was not reported: derived true because a vasopressor is running.")

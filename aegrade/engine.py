@@ -51,7 +51,7 @@ from aegrade.models import (
     UndeterminedInput,
 )
 from aegrade.reference import Fired, ReferenceEvaluator
-from aegrade.rulefile import LoadedRuleSet, RuleTestCase, Scalar, load_rulesets
+from aegrade.rulefile import FeverMasking, LoadedRuleSet, OxygenFlow, RuleTestCase, Scalar, load_rulesets
 from aegrade.stage import apply_derivations
 from aegrade.validation import contradictions, parse_assessment
 
@@ -148,6 +148,26 @@ class Engine:
     def rulesets(self) -> list[LoadedRuleSet]:
         return [runner.ruleset for runner in self._all_runners]
 
+    def primary(self, subject: Subject) -> LoadedRuleSet:
+        """The active primary rule set of `subject` (the one whose result is given)."""
+        return self._runners[subject].ruleset
+
+    @property
+    def oxygen_flow(self) -> OxygenFlow:
+        """The CRS rule file's oxygen devices that need (or are asked) a flow."""
+        declared = self.primary("crs").file.derivations.oxygen_flow
+        if declared is None:
+            raise SettingsError(f"{self.primary('crs').path} declares no derivations.oxygen_flow")
+        return declared
+
+    @property
+    def fever_masking(self) -> FeverMasking:
+        """The CRS rule file's fever-masking agents and episode masking window."""
+        declared = self.primary("crs").file.derivations.fever_masking
+        if declared is None:
+            raise SettingsError(f"{self.primary('crs').path} declares no derivations.fever_masking")
+        return declared
+
     def settings_for(self, ruleset_id: str) -> dict[str, Scalar]:
         for runner in self._all_runners:
             if runner.ruleset.id == ruleset_id:
@@ -227,7 +247,7 @@ class Engine:
             for graded_part, subject in ((crs, "crs"), (icans, "icans"), *((o, o.subject) for o in other_scales)):
                 if graded_part is not None:
                     open_by_subject[subject] += [u.input for u in graded_part.undetermined_by]
-            open_inputs = _open_inputs(open_by_subject)
+            open_inputs = _open_inputs(open_by_subject, runner.ruleset, self.rulesets)
             actions, open_actions = collect(  # type: ignore[assignment]
                 runner.reference, fired, derived, runner.settings, open_inputs=open_inputs, reported=reported_inputs(parsed)
             )
@@ -262,12 +282,15 @@ class Engine:
             tool, reason = encephalopathy_tool(parsed.patient, icans.ruleset, settings)
         findings = self._runners["thrombosis"].ruleset.file.derivations.neuro_findings
         terms = self._runners["blinatumomab"].ruleset.file.derivations.ctcae_terms
+        crs = self._runners["crs"].ruleset.file.derivations
         errors = contradictions(
             parsed,
             tool=tool,
             tool_reason=reason or "",
             neuro_findings=findings,
             ctcae_terms=terms.terms if terms is not None else (),
+            oxygen_flow=crs.oxygen_flow,
+            vasopressors=crs.vasopressors,
         )
         if errors:
             raise InvalidAssessment(errors)
@@ -452,7 +475,7 @@ class Engine:
                             )
                         ]
                     derived = blinatumomab_facts(parsed, rs, settings, grades=by_ruleset)
-                    open_inputs = _open_inputs(undetermined)
+                    open_inputs = _open_inputs(undetermined, rs, self.rulesets)
                 else:
                     derived = _DERIVE[subject](parsed, rs, settings)
                     open_inputs = {}
@@ -494,13 +517,25 @@ class Engine:
         return {d.rule for d in outcome.drivers}
 
 
-def _open_inputs(open_by_subject: Mapping[str, list[str]]) -> dict[str, list[str]]:
-    """For each grade fact of the label actions: the unreported inputs that leave its subject's
-    grade open (`open_by_subject`: the undetermined_by inputs of crs and icans, every scale)."""
+def _open_inputs(
+    open_by_subject: Mapping[str, list[str]], actions: LoadedRuleSet, rulesets: list[LoadedRuleSet]
+) -> dict[str, list[str]]:
+    """For each grade fact of the label actions: the unreported inputs that leave its grade open
+    (`open_by_subject`: the undetermined_by inputs of crs and icans, every scale). Which subject a
+    grade fact reads is the action rule file's: a grade source names its rule set, a label grade
+    names its sources."""
+    subject_of = {rs.id: rs.file.subject for rs in rulesets}
+    derivations = actions.file.derivations
+    subjects: dict[str, list[str]] = {
+        source.fact: [subject_of[source.ruleset]] for source in derivations.grade_sources if source.ruleset in subject_of
+    }
+    for rule in derivations.label_grades:
+        subjects[rule.fact] = list(
+            dict.fromkeys(subject for names in rule.sources.values() for name in names for subject in subjects.get(name, []))
+        )
     return {
-        name: list(dict.fromkeys(open_by_subject.get("crs" if name.startswith("crs") else "icans", [])))
-        for name, spec in CATALOGUES["blinatumomab"].items()
-        if spec.bounded
+        fact: list(dict.fromkeys(path for subject in read for path in open_by_subject.get(subject, [])))
+        for fact, read in subjects.items()
     }
 
 

@@ -20,11 +20,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
+from aegrade.errors import RuleFileError
 from aegrade.models import Assessment, AssessmentResult, CrsSection, Interpretation, UndeterminedInput
+from aegrade.rulefile import FeverMasking as FeverMaskingRule
+from aegrade.rulefile import default_rules_dir, load_rulesets
 
 __all__ = [
     "ANTIPYRETICS",
@@ -45,6 +49,8 @@ __all__ = [
     "TreatmentResult",
     "NeuroPoint",
     "apply_fever_masking",
+    "default_fever_masking",
+    "masking_window_hours",
     "blinatumomab_course",
     "had_seizure",
     "domain_course",
@@ -72,14 +78,35 @@ TreatmentAgent = Literal[
     "pegaspargase",
     "other_asparaginase",
 ]
-ANTICYTOKINES = frozenset({"tocilizumab", "anakinra"})
-CORTICOSTEROIDS = frozenset({"dexamethasone", "methylprednisolone", "hydrocortisone", "other_corticosteroid"})
-ANTIPYRETICS = frozenset({"acetaminophen", "ibuprofen", "other_antipyretic"})
-MASKING_AGENTS = ANTICYTOKINES | CORTICOSTEROIDS | ANTIPYRETICS
 BLINATUMOMAB_COURSE_AGENTS = frozenset({"blinatumomab_start", "blinatumomab_stop"})
-"""The treatments that mark a blinatumomab exposure: the label's seizure and recurrence rules read them."""
-"""Agents after which fever is no longer required (ASTCT 2019: antipyretic or anticytokine therapy,
-tocilizumab or steroids). The blinatumomab and asparaginase entries are recorded, never masking."""
+"""The treatments that mark a blinatumomab exposure: the label's seizure and recurrence rules read them
+(vocabulary: the two entries that record the drug's start and stop)."""
+
+# The agents after which fever is no longer required are clinical knowledge: they are declared in
+# the CRS rule file (derivations.fever_masking, ASTCT 2019 fever footnote), with the episode
+# masking window. The old names stay importable, computed from the rule files of rules/:
+_MASKING_CLASSES = {"ANTICYTOKINES": "anticytokine", "CORTICOSTEROIDS": "corticosteroid", "ANTIPYRETICS": "antipyretic"}
+
+
+@cache
+def default_fever_masking() -> FeverMaskingRule:
+    """The fever-masking declaration of the active primary CRS rule file in rules/ (an Engine over
+    another directory has its own: `Engine.fever_masking`)."""
+    for ruleset in load_rulesets():
+        file = ruleset.file
+        if file.subject == "crs" and file.status == "active" and file.role == "primary" and file.derivations.fever_masking:
+            return file.derivations.fever_masking
+    raise RuleFileError(str(default_rules_dir()), "no active primary CRS rule file declares derivations.fever_masking")
+
+
+def __getattr__(name: str) -> frozenset[str]:
+    """MASKING_AGENTS, ANTICYTOKINES, CORTICOSTEROIDS, ANTIPYRETICS: thin aliases of the CRS rule file's
+    derivations.fever_masking (kept for the callers that import them)."""
+    if name == "MASKING_AGENTS":
+        return default_fever_masking().all_agents
+    if name in _MASKING_CLASSES:
+        return frozenset(default_fever_masking().agents.get(_MASKING_CLASSES[name], ()))
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DoseUnit = Literal["mg", "g", "mcg", "mg/kg", "mcg/kg", "mg/m2", "mcg/m2", "IU", "IU/m2", "mcg/day", "mcg/m2/day"]
 
@@ -269,19 +296,25 @@ def fever_masking(
     treatments: Iterable[GivenTreatment],
     *,
     window_hours: float | None = None,
+    declaration: FeverMaskingRule | None = None,
 ) -> FeverMasking | None:
     """The masking that applies to an observation at `observed_at`, or None.
 
     It applies when CRS onset (the first observation graded >= 1) came before, and a masking agent
-    was given at or after the onset and strictly before `observed_at` (and, when `window_hours` is
-    set, no longer ago than that). The earliest such treatment is named."""
+    (of the CRS rule file's `declaration`, default: rules/) was given at or after the onset and
+    strictly before `observed_at`, and no longer ago than the window: `window_hours` when given (a
+    service override), else the declaration's (none: the rest of the episode). The earliest such
+    treatment is named."""
     if onset_at is None or onset_at >= observed_at:
         return None
+    declaration = declaration or default_fever_masking()
+    window_hours = masking_window_hours(window_hours, declaration)
+    agents = declaration.all_agents
     since = observed_at - timedelta(hours=window_hours) if window_hours is not None else None
     candidates = [
         t
         for t in treatments
-        if t.agent in MASKING_AGENTS
+        if t.agent in agents
         and onset_at <= t.administered_at < observed_at
         and (since is None or t.administered_at >= since)
     ]
@@ -289,6 +322,14 @@ def fever_masking(
         return None
     first = min(candidates, key=lambda t: t.administered_at)
     return FeverMasking(agent=first.agent, administered_at=first.administered_at, onset_at=onset_at)
+
+
+def masking_window_hours(override: float | None, declaration: FeverMaskingRule | None = None) -> float | None:
+    """The episode masking window in force: the service's override when set, else the CRS rule file's
+    (None: no limit)."""
+    if override is not None:
+        return override
+    return (declaration or default_fever_masking()).window.hours
 
 
 def _when(value: datetime) -> str:
@@ -301,6 +342,7 @@ def apply_fever_masking(
     onset_at: datetime | None,
     *,
     window_hours: float | None = None,
+    declaration: FeverMaskingRule | None = None,
 ) -> tuple[Assessment, list[str], list[Interpretation]]:
     """The assessment to grade, with `crs.fever_masked` set from the history when it was not sent,
     and the notes and interpretations that say so. `onset_at` is the CRS onset before this
@@ -308,6 +350,8 @@ def apply_fever_masking(
     is returned as it is."""
     if assessment.vitals is None and assessment.crs is None:
         return assessment, [], []
+    override = window_hours
+    window_hours = masking_window_hours(window_hours, declaration)
     sent = assessment.crs.fever_masked if assessment.crs is not None else None
     derived = masking is not None
     notes: list[str] = []
@@ -320,7 +364,12 @@ def apply_fever_masking(
                 value=window_hours,
                 text=(
                     "How long fever stays masked after a treatment is not set by ASTCT 2019; "
-                    f"this service uses {window} (an interpretation, AEGRADE_EPISODE_MASKING_WINDOW_HOURS)."
+                    f"this service uses {window} (an interpretation: "
+                    + (
+                        "AEGRADE_EPISODE_MASKING_WINDOW_HOURS)."
+                        if override is not None
+                        else "the CRS rule file's fever_masking.window; AEGRADE_EPISODE_MASKING_WINDOW_HOURS overrides it)."
+                    )
                 ),
             )
         )

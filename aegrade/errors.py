@@ -2,6 +2,7 @@
 
     AegradeError                      base; never raised itself
     ├── InvalidAssessment             invalid_assessment   the input cannot be graded (names each field)
+    │   └── FhirInputError            fhir_input_invalid   FHIR resources cannot be mapped (names resource and element)
     ├── RuleFileError                 rule_file_invalid    a rule file is malformed (names file and rule)
     │   └── RuleSelfTestFailed        rule_self_test_failed  a rule file's own test case fails
     ├── SettingsError                 settings_invalid     an unknown setting or a value out of its domain
@@ -10,7 +11,8 @@
         └── LostResult                engine_lost_result   durable_rules lost the result of a post
 
 The codes are a closed list (`ERROR_CODES`); README.md documents each one and a test fails when
-the two drift apart. HTTP statuses are chosen by `service/`, never here.
+the two drift apart. HTTP statuses are chosen by `service/`, never here; the service's own errors
+are a subtree of AegradeError in service/errors.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "AegradeError",
     "EngineError",
     "EvaluatorDisagreement",
+    "FhirInputError",
     "FieldError",
     "InvalidAssessment",
     "LostResult",
@@ -67,6 +70,13 @@ class InvalidAssessment(AegradeError, ValueError):
         self.errors: tuple[FieldError, ...] = tuple(errors)
         summary = "; ".join(f"{'.'.join(map(str, e.loc)) or '<root>'}: {e.msg}" for e in self.errors)
         super().__init__(summary)
+
+
+class FhirInputError(InvalidAssessment):
+    """FHIR resources cannot be mapped: each FieldError names the resource and the element at
+    fault, its `loc` a path in the request body (aegrade/fhir.py)."""
+
+    code = "fhir_input_invalid"
 
 
 class RuleFileError(AegradeError):
@@ -128,6 +138,7 @@ ERROR_CODES: dict[str, type[AegradeError]] = {
     for cls in (
         AegradeError,
         InvalidAssessment,
+        FhirInputError,
         RuleFileError,
         RuleSelfTestFailed,
         SettingsError,

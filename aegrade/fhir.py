@@ -37,8 +37,9 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from aegrade.episodes import EARLIEST, FUTURE_TOLERANCE, MASKING_AGENTS
-from aegrade.errors import FieldError, InvalidAssessment
+from aegrade.episodes import EARLIEST, FUTURE_TOLERANCE, default_fever_masking
+from aegrade.episodes import masking_window_hours as _masking_window
+from aegrade.errors import FhirInputError, FieldError, InvalidAssessment
 from aegrade.fhir_codes import (
     AEGRADE_SYSTEM,
     AGENT_NAMES,
@@ -56,6 +57,7 @@ from aegrade.fhir_codes import (
     QuantityKind,
 )
 from aegrade.models import AssessmentResult, IcpSign, Interpretation
+from aegrade.rulefile import FeverMasking as FeverMaskingRule
 
 __all__ = [
     "FhirAssessmentResult",
@@ -75,14 +77,6 @@ READ_TYPES = ("Patient", "Observation", "MedicationAdministration", "Medication"
 OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 GIVEN_STATUSES = frozenset({"in-progress", "completed", "stopped"})
 Loc = tuple[str | int, ...]
-
-
-class FhirInputError(ValueError):
-    """The resources cannot be mapped: each FieldError names the resource and the element at fault."""
-
-    def __init__(self, errors: Sequence[FieldError]) -> None:
-        super().__init__("; ".join(e.msg for e in errors))
-        self.errors = list(errors)
 
 
 @dataclass(frozen=True)
@@ -486,9 +480,9 @@ def _resolve_medication(reference: Any, at: Located, located: Sequence[Located])
 
 
 def _administrations(
-    located: Sequence[Located], patient: Located | None, reader: _Reader, as_of: datetime
+    located: Sequence[Located], patient: Located | None, reader: _Reader, as_of: datetime, masking_agents: frozenset[str]
 ) -> tuple[list[tuple[str, Located]], list[tuple[str, Located, datetime]]]:
-    """Vasopressors running at `as_of`, and masking agents given at or before it."""
+    """Vasopressors running at `as_of`, and masking agents (the CRS rule file's) given at or before it."""
     running: list[tuple[str, Located]] = []
     given: list[tuple[str, Located, datetime]] = []
     for at in located:
@@ -516,7 +510,7 @@ def _administrations(
                 running.append((agent, at))
             else:
                 reader.ignore(at, f"{agent}: not running at the assessment time")
-        elif agent in MASKING_AGENTS:
+        elif agent in masking_agents:
             given.append((agent, at, start))
     return running, given
 
@@ -529,9 +523,15 @@ def map_resources(
     window_hours: float,
     masking_window_hours: float | None,
     administrations_mask_fever: bool,
+    fever_masking: FeverMaskingRule | None = None,
 ) -> tuple[dict[str, Any], dict[str, MappedValue], FhirMapping]:
     """The Assessment (as a dict, to be validated by the engine), the source of each field, and the
-    mapping to return. Raises FhirInputError naming each resource at fault."""
+    mapping to return. Raises FhirInputError naming each resource at fault.
+
+    The masking agents and window are the CRS rule file's `fever_masking` (default: rules/; an
+    Engine's is `Engine.fever_masking`); `masking_window_hours`, when set, overrides the window."""
+    fever_masking = fever_masking or default_fever_masking()
+    masking_window_hours = _masking_window(masking_window_hours, fever_masking)
     problems: list[FieldError] = []
     _validate_fhir(located, problems)
     if problems:
@@ -554,7 +554,7 @@ def map_resources(
         raise FhirInputError([*problems, *reader.problems])
     chosen = _latest(reader, as_of, window_hours)
     _groups(chosen, reader)
-    running, given = _administrations(located, patient, reader, as_of)
+    running, given = _administrations(located, patient, reader, as_of, fever_masking.all_agents)
     if reader.problems:
         raise FhirInputError(reader.problems)
 

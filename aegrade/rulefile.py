@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -33,21 +34,26 @@ from aegrade.models import EvidenceLevel, GradeStatus
 __all__ = [
     "AllOf",
     "AnyOf",
+    "CardIndicators",
     "ChoiceSetting",
     "Condition",
     "FactTest",
+    "FeverMasking",
     "LoadedRuleSet",
     "NotOf",
     "NumberSetting",
+    "OxygenFlow",
     "Rule",
     "ScaledFact",
     "SettingValue",
     "RuleInputs",
     "RuleSetFile",
     "SettingTest",
+    "Vasopressors",
     "default_rules_dir",
     "load_ruleset",
     "load_rulesets",
+    "loaded_ruleset",
     "rule_file_json_schema",
 ]
 
@@ -431,6 +437,100 @@ class EpisodeCourse(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class OxygenFlow(_RuleModel):
+    """Which oxygen devices are graded by their flow. With a device of `required_with` the flow
+    decides the grade, so a request without it (or at 0 L/min) is refused; with a device of
+    `asked_with` a flow may change the grade under a setting, so the bedside form asks for it."""
+
+    required_with: list[str] = Field(min_length=1, description="Devices (oxygen_device values) that need flow_l_min.")
+    asked_with: list[str] = Field(
+        default_factory=list, description="Devices whose flow a setting may grade by: asked for, never required."
+    )
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+    @property
+    def flow_devices(self) -> tuple[str, ...]:
+        """Every device whose flow is asked for: the required ones first."""
+        return tuple(dict.fromkeys([*self.required_with, *self.asked_with]))
+
+
+class Vasopressors(_RuleModel):
+    """How the reported vasopressor list becomes facts: `count_fact` counts the agents that are not
+    in `not_counted`; each `listed_facts` fact is true when its agent is in the list; with
+    `imply_hypotension`, a running vasopressor makes hypotension true when it was not reported (and
+    hypotension reported false with a vasopressor running is a contradiction)."""
+
+    count_fact: str
+    not_counted: list[str] = Field(default_factory=list, description="Agents (crs.vasopressors values) left out of the count.")
+    listed_facts: dict[str, str] = Field(
+        default_factory=dict, description="Boolean fact -> agent: the fact is true when the agent is listed."
+    )
+    imply_hypotension: bool
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class MaskingWindow(_RuleModel):
+    """How long fever stays masked after a masking treatment, in an episode: `hours`, or no limit (null)."""
+
+    hours: float | None = Field(default=None, gt=0, le=24 * 365, description="null: for the rest of the episode.")
+    question: str
+    decision: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+
+class FeverMasking(_RuleModel):
+    """The treatments after which fever is no longer required to grade CRS (an episode's history, and
+    FHIR MedicationAdministrations, set crs.fever_masked from them), by class."""
+
+    agents: dict[str, list[str]] = Field(
+        min_length=1, description="Class (e.g. anticytokine) -> treatment agents (episode TreatmentAgent values)."
+    )
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+    window: MaskingWindow
+
+    @property
+    def all_agents(self) -> frozenset[str]:
+        return frozenset(agent for agents in self.agents.values() for agent in agents)
+
+
+class CardIndicatorBand(_RuleModel):
+    from_grade: int = Field(ge=0, le=5)
+    indicator: Literal["info", "warning", "critical"]
+
+
+class CardIndicators(_RuleModel):
+    """How a decision-support card (CDS Hooks) flags a result of this rule set. A grade established
+    at or above the lowest `from_grade` gives a card with the indicator of the highest band it
+    reaches; a lower grade whose grade_max reaches it gives an `undetermined` card; a result left to
+    the clinician gives a `clinician_review` card; anything else, no card."""
+
+    established: list[CardIndicatorBand] = Field(min_length=1)
+    undetermined: Literal["info", "warning", "critical"]
+    clinician_review: Literal["info", "warning", "critical"]
+    statement: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+    @property
+    def threshold(self) -> int:
+        """The lowest grade that gives a card."""
+        return min(band.from_grade for band in self.established)
+
+    def for_grade(self, grade: int | None) -> Literal["info", "warning", "critical"] | None:
+        """The indicator of an established grade, or None below the threshold."""
+        if grade is None:
+            return None
+        reached = [band for band in self.established if grade >= band.from_grade]
+        return max(reached, key=lambda band: band.from_grade).indicator if reached else None
+
+
 class Derivations(_RuleModel):
     booleans: list[DerivedBoolean] = Field(
         default_factory=list, description="Evaluated (by both evaluators, three-valued) before the rules."
@@ -447,6 +547,9 @@ class Derivations(_RuleModel):
     asparaginase_exposure: AsparaginaseExposure | None = None
     enoxaparin_reference: EnoxaparinReference | None = None
     blinatumomab_dosing: BlinatumomabDosing | None = None
+    oxygen_flow: OxygenFlow | None = None
+    vasopressors: Vasopressors | None = None
+    fever_masking: FeverMasking | None = None
 
 
 class Expectation(_RuleModel):
@@ -489,6 +592,9 @@ class RuleSetFile(_RuleModel):
     domains: list[Domain] = Field(min_length=1)
     settings: list[Setting] = Field(default_factory=list)
     derivations: Derivations = Field(default_factory=Derivations)
+    card_indicators: CardIndicators | None = Field(
+        default=None, description="Grading rule sets: how a decision-support card flags a result (a LOCAL choice)."
+    )
     rules: list[Rule] = Field(min_length=1)
     tests: list[RuleTestCase] = Field(min_length=1)
 
@@ -666,7 +772,18 @@ def load_ruleset(path: str | Path) -> LoadedRuleSet:
             name, f"invalid at {where}: {first_err['msg']}", rule=_rule_at(data, list(first_err["loc"]))
         ) from exc
     _check_semantics(file, name)
-    return LoadedRuleSet(file=file, path=name, sha256=hashlib.sha256(raw).hexdigest())
+    loaded = LoadedRuleSet(file=file, path=name, sha256=hashlib.sha256(raw).hexdigest())
+    _LOADED[loaded.sha256] = loaded
+    return loaded
+
+
+_LOADED: dict[str, LoadedRuleSet] = {}
+
+
+def loaded_ruleset(sha256: str) -> LoadedRuleSet | None:
+    """The rule set with this content hash, if this process has loaded it (a result names the rule
+    sets that graded it by id, version and sha256: what presents it reads their declarations here)."""
+    return _LOADED.get(sha256)
 
 
 def load_rulesets(rules_dir: str | Path | None = None) -> list[LoadedRuleSet]:
@@ -831,6 +948,58 @@ def _check_semantics(file: RuleSetFile, name: str) -> None:
         choice = settings.get(hyp.setting)
         if not isinstance(choice, ChoiceSetting) or "counts" not in choice.choices:
             raise RuleFileError(name, f"hypotension_from_vitals needs choice setting {hyp.setting!r} with a 'counts' choice")
+    _check_declarations(file, name)
+
+
+def _check_declarations(file: RuleSetFile, name: str) -> None:
+    """The declarations that name request values: each value must exist in the request's vocabulary."""
+    from aegrade import models
+    from aegrade.episodes import TreatmentAgent  # here: aegrade.episodes reads rule files
+
+    catalogue = CATALOGUES[file.subject]
+    derivations = file.derivations
+
+    def vocabulary(values: list[str], allowed: tuple[str, ...], what: str) -> None:
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise RuleFileError(name, f"{what}: unknown value(s) {unknown} (known: {list(allowed)})")
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise RuleFileError(name, f"{what}: listed twice: {repeated}")
+
+    flow = derivations.oxygen_flow
+    if flow is not None:
+        spec = catalogue.get("oxygen_device")
+        if spec is None:
+            raise RuleFileError(name, f"oxygen_flow: subject {file.subject} has no oxygen_device fact")
+        devices = [d for d in spec.values if d != "none"]
+        vocabulary([*flow.required_with, *flow.asked_with], tuple(devices), "oxygen_flow devices")
+    pressors = derivations.vasopressors
+    if pressors is not None:
+        agents: tuple[str, ...] = typing.get_args(models.Vasopressor)
+        vocabulary(pressors.not_counted, agents, "vasopressors.not_counted")
+        vocabulary(list(pressors.listed_facts.values()), agents, "vasopressors.listed_facts")
+        count = catalogue.get(pressors.count_fact)
+        if count is None or count.type != "integer":
+            raise RuleFileError(name, f"vasopressors.count_fact {pressors.count_fact!r} is not an integer fact of {file.subject}")
+        for fact in pressors.listed_facts:
+            listed = catalogue.get(fact)
+            if listed is None or listed.type != "boolean":
+                raise RuleFileError(name, f"vasopressors.listed_facts: {fact!r} is not a boolean fact of {file.subject}")
+        if pressors.imply_hypotension and "hypotension" not in catalogue:
+            raise RuleFileError(name, f"vasopressors.imply_hypotension: subject {file.subject} has no hypotension fact")
+    masking = derivations.fever_masking
+    if masking is not None:
+        vocabulary(
+            [a for agents in masking.agents.values() for a in agents], typing.get_args(TreatmentAgent), "fever_masking agents"
+        )
+    cards = file.card_indicators
+    if cards is not None:
+        if file.combination.policy != "worst_domain":
+            raise RuleFileError(name, "card_indicators belong to grading (worst_domain) rule sets")
+        grades = [band.from_grade for band in cards.established]
+        if len(set(grades)) != len(grades):
+            raise RuleFileError(name, f"card_indicators: a from_grade is given twice: {sorted(grades)}")
 
 
 def derivation_conditions(file: RuleSetFile) -> list[tuple[str, Condition]]:

@@ -15,11 +15,9 @@ from pydantic import ValidationError
 from aegrade.derive import neuro_finding
 from aegrade.errors import FieldError, InvalidAssessment
 from aegrade.models import Assessment, NeuroSection
-from aegrade.rulefile import NeuroFinding
+from aegrade.rulefile import NeuroFinding, OxygenFlow, Vasopressors
 
 __all__ = ["contradictions", "parse_assessment"]
-
-CANNULA_DEVICES = frozenset({"nasal_cannula", "high_flow_nasal_cannula"})
 
 
 def parse_assessment(data: Assessment | Mapping[str, Any]) -> Assessment:
@@ -46,10 +44,14 @@ def contradictions(
     tool_reason: str = "",
     neuro_findings: Sequence[NeuroFinding] = (),
     ctcae_terms: Sequence[str] = (),
+    oxygen_flow: OxygenFlow | None = None,
+    vasopressors: Vasopressors | None = None,
 ) -> list[FieldError]:
     """Every contradiction between fields. `tool` is the encephalopathy tool that fits the patient;
     `neuro_findings` are the thrombosis facts that the neuro section also reports (one fact, one
-    place: when both sections report one and disagree, both fields are named)."""
+    place: when both sections report one and disagree, both fields are named). `oxygen_flow` and
+    `vasopressors` are the CRS rule file's declarations: the devices that need a flow, and whether
+    a running vasopressor implies hypotension (without them, neither is checked)."""
     errors: list[FieldError] = []
 
     def add(loc: tuple[str | int, ...], msg: str, value: Any = None, code: str = "contradiction") -> None:
@@ -71,7 +73,7 @@ def contradictions(
     if crs is not None:
         agents = crs.vasopressors or []
         errors.extend(_repeats(("crs", "vasopressors"), agents))
-        if crs.hypotension is False and agents:
+        if crs.hypotension is False and agents and vasopressors is not None and vasopressors.imply_hypotension:
             add(
                 ("crs", "hypotension"),
                 f"hypotension is false but vasopressors are running ({', '.join(agents)}): vasopressors imply hypotension",
@@ -80,9 +82,10 @@ def contradictions(
         oxygen = crs.oxygen
         if oxygen is not None:
             flow_loc = ("crs", "oxygen", "flow_l_min")
-            if oxygen.device in CANNULA_DEVICES and oxygen.flow_l_min is None:
+            needs_flow = oxygen_flow is not None and oxygen.device in oxygen_flow.required_with
+            if needs_flow and oxygen.flow_l_min is None:
                 add(flow_loc, f"flow_l_min is required with {oxygen.device}: the grade depends on it", None, "missing")
-            elif oxygen.device in CANNULA_DEVICES and oxygen.flow_l_min == 0:
+            elif needs_flow and oxygen.flow_l_min == 0:
                 add(flow_loc, f"{oxygen.device} at 0 L/min is no oxygen support: send device 'none' instead", 0)
             elif oxygen.device == "none" and oxygen.flow_l_min:
                 add(flow_loc, "device is 'none' but a flow is given", oxygen.flow_l_min)

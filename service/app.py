@@ -27,7 +27,7 @@ from service.routes import RAW_BODY_MODELS, router
 from service.settings import ServiceSettings
 from service.episodes import EpisodeStore
 from service.grader import Grader, GraderConfig
-from service.store import AuditStore, AuditWriter
+from service.store import AuditStore
 
 __all__ = ["app", "create_app"]
 
@@ -54,6 +54,8 @@ def create_app(
                 rules_dir=str(settings.rules_dir) if settings.rules_dir is not None else None,
                 rule_settings=settings.rule_settings,
                 log_level=settings.log_level,
+                lock_timeout_s=settings.store_lock_timeout_s,
+                masking_window_hours=settings.episode_masking_window_hours,
                 engine_factory=grader_engine_factory,
             ),
             processes=settings.grading_processes,
@@ -61,13 +63,11 @@ def create_app(
         grader.launch()  # the grading processes build their engines while this one builds its own
         try:
             engine = aegrade.Engine(rules_dir=settings.rules_dir, settings=settings.rule_settings)
-            store = AuditStore(settings.database_url)
-            store.create_schema()
-            writer = AuditWriter(store)
-            episodes = EpisodeStore(
-                settings.database_url, engine, masking_window_hours=settings.episode_masking_window_hours
-            )
-            episodes.create_schema()
+            # The web process's one SQLAlchemy engine: it reads records and episodes, and marks
+            # undelivered answers; the grading processes write everything that grades.
+            store = AuditStore(settings.database_url, lock_timeout_s=settings.store_lock_timeout_s)
+            store.create_schema(migrate=settings.migrate)  # upgrades it, or refuses a store behind or ahead
+            episodes = EpisodeStore(store, engine, masking_window_hours=settings.episode_masking_window_hours)
             await grader.start([(rs.id, rs.sha256) for rs in engine.rulesets])
         except BaseException:
             await grader.close(timeout=5)
@@ -76,7 +76,6 @@ def create_app(
         app.state.engine = engine
         app.state.episodes = episodes
         app.state.store = store
-        app.state.writer = writer
         # What startup built (rule sets, schemas, models) lives as long as the process. Left in the
         # collector's generations, every full collection scanned it again: under load they came
         # about 3.6 times a second and stopped the event loop for 26 ms on average (48 ms at most),
@@ -93,8 +92,6 @@ def create_app(
             yield
         finally:
             await grader.close()
-            writer.close()
-            episodes.close()
             store.close()
 
     app = FastAPI(title="aegrade", version=aegrade.__version__, description=DESCRIPTION, lifespan=lifespan)
@@ -105,7 +102,7 @@ def create_app(
     app.include_router(cds_router)
     app.include_router(pages)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, settings=settings)  # + access log, headers, HEAD
     _document_raw_bodies(app)
     return app
 
@@ -133,7 +130,11 @@ def _document_raw_bodies(app: FastAPI) -> None:
 
 
 def _configure_logging(level: str) -> None:
-    """aegrade's loggers write to stderr (ids, codes and timings; never patient data)."""
+    """aegrade's loggers write to stderr (ids, codes and timings; never patient data). Our access log
+    (`aegrade.access`: method, route template, status, duration) replaces uvicorn's, which prints raw
+    paths with the patient ids in them: that one is turned off here, whatever uvicorn's options."""
+    from service.middleware import quiet_uvicorn_access_log
+
     root = logging.getLogger("aegrade")
     root.setLevel(level)
     if not any(getattr(h, "_aegrade", False) for h in root.handlers):
@@ -141,6 +142,7 @@ def _configure_logging(level: str) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         handler._aegrade = True  # type: ignore[attr-defined]
         root.addHandler(handler)
+    quiet_uvicorn_access_log()
 
 
 app = create_app()

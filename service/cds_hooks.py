@@ -35,7 +35,7 @@ from aegrade.fhir import FhirAssessmentResult, FhirInputError, Located, bundle_r
 from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, QUANTITIES
 from aegrade.models import DomainResult, Flag
 from service.fhir_routes import grade_fhir, non_finite
-from service.http import ApiError
+from service.errors import PrefetchMissing
 from service.routes import _responses, require_api_key
 from service.store import AuditStore, StoreUnavailable, metadata
 from service.wording import grade_text, is_open
@@ -47,7 +47,6 @@ logger = logging.getLogger("aegrade.cds")
 SERVICE_ID = "aegrade-toxicity"
 ORDER_SIGN_ID = "aegrade-toxicity-order-sign"
 SUMMARY_MAX = 139  # CDS Hooks: "<140 characters"
-CARD_THRESHOLD = 1  # a domain card when the grade (or, undetermined, grade_max) reaches this
 ASTCT_2019 = "https://doi.org/10.1016/j.bbmt.2018.12.758"
 
 cds_cards = Table(
@@ -185,9 +184,7 @@ def _located(call: CdsRequest) -> list[Located]:
     prefetch = call.prefetch or {}
     missing = [key for key in PREFETCH if prefetch.get(key) is None]
     if missing:
-        raise ApiError(
-            412,
-            "prefetch_missing",
+        raise PrefetchMissing(
             f"prefetch {', '.join(missing)} missing: this service reads only the prefetch and does not query FHIR servers",
         )
     patient = prefetch["patient"]
@@ -216,12 +213,12 @@ def _truncate(text: str) -> str:
     return text if len(text) <= SUMMARY_MAX else text[: SUMMARY_MAX - 1].rstrip() + "…"
 
 
-def _domain_summary(scale: str, domain: DomainResult) -> str:
+def _domain_summary(scale: str, domain: DomainResult, threshold: int) -> str:
     """The card summary (under 140 characters): the grade with its bound, naming the unreported
     inputs when they fit, else only the bound."""
     if domain.status == "clinician_review":
         return f"{scale}: the charted findings need a clinician to grade them (ASTCT 2019)"
-    if domain.grade is not None and domain.grade >= CARD_THRESHOLD:
+    if domain.grade is not None and domain.grade >= threshold:
         for inputs in (True, False):
             summary = f"{scale} {grade_text(domain, inputs=inputs)} by ASTCT 2019 criteria from the charted data"
             if len(summary) <= SUMMARY_MAX:
@@ -239,20 +236,28 @@ def _domain_card(name: str, domain: DomainResult, result: FhirAssessmentResult, 
     """A card when the domain needs attention: a grade >= 1 established, a grade >= 1 that the
     unreported inputs still allow (undetermined: an info card saying what to chart), or a result
     left to the clinician. Grade 0 with nothing open, and not assessable with nothing open, give none."""
+    from aegrade.rulefile import loaded_ruleset  # the indicators are the grading rule file's card_indicators
+
     tool = getattr(domain, "tool", None)
     scale = f"{name} ({tool})" if tool else name
-    established = domain.grade is not None and domain.grade >= CARD_THRESHOLD
-    possible = domain.grade_max is not None and domain.grade_max >= CARD_THRESHOLD
+    ref = next((r for r in result.rulesets if f"{r.id}@{r.version}" == domain.ruleset), None)
+    graded_by = loaded_ruleset(ref.sha256) if ref is not None else None
+    cards = graded_by.file.card_indicators if graded_by is not None else None
+    if cards is None:
+        raise LookupError(f"{domain.ruleset}: no loaded rule file with card_indicators")
+    by_grade = cards.for_grade(domain.grade)
+    established = by_grade is not None
+    possible = domain.grade_max is not None and domain.grade_max >= cards.threshold
     indicator: Literal["info", "warning", "critical"]
     if domain.status == "clinician_review":
-        indicator = "warning"
-    elif established:
-        indicator = "critical" if domain.grade is not None and domain.grade >= 3 else "warning"
+        indicator = cards.clinician_review
+    elif by_grade is not None:
+        indicator = by_grade
     elif possible:
-        indicator = "info"
+        indicator = cards.undetermined
     else:
         return None
-    summary = _domain_summary(scale, domain)
+    summary = _domain_summary(scale, domain, cards.threshold)
     lines = [f"**{scale}: {grade_text(domain)}** ({domain.ruleset}, status {domain.status})", ""]
     if is_open(domain):
         lines.append(
@@ -360,9 +365,15 @@ async def call_service(service_id: ServiceId, call: CdsRequest, request: Request
         raise FhirInputError(bad)
     located = _located(call)
     recorded = {"cds_hook": call.hook, "hook_instance": call.hookInstance, "service": service_id, "prefetch": sent.get("prefetch")}
-    result, _ = await grade_fhir(request, located, recorded, as_of=datetime.now(timezone.utc))
-    cards = cards_for(result, str(request.base_url))
-    await run_in_threadpool(_store_cards, request.app.state.store, call, service_id, result.id, cards)
+    cards: list[Card] = []
+
+    async def store_cards(result: FhirAssessmentResult) -> None:
+        # Part of the grading path: if the cards cannot be stored, the grade is not given either
+        # (503) and its record is marked undelivered.
+        cards.extend(cards_for(result, str(request.base_url)))
+        await run_in_threadpool(_store_cards, request.app.state.store, call, service_id, result.id, cards)
+
+    result, _ = await grade_fhir(request, located, recorded, as_of=datetime.now(timezone.utc), then=store_cards)
     logger.info("cds %s %s: assessment %s, %d card(s)", service_id, call.hook, result.id, len(cards))
     return JSONResponse(CdsResponse(cards=cards).model_dump(mode="json", exclude_none=True))
 

@@ -39,19 +39,16 @@ from sqlalchemy import (
     Table,
     Text,
     cast,
-    create_engine,
-    event,
     func,
     select,
     update,
 )
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from aegrade import Engine
 from aegrade.episodes import (
     BLINATUMOMAB_COURSE_AGENTS,
-    MASKING_AGENTS,
     Episode,
     FeverMasking,
     GivenTreatment,
@@ -71,9 +68,10 @@ from aegrade.episodes import (
     with_episode_context,
 )
 from aegrade.models import Assessment
-from service.store import AuditRecord, StoreUnavailable, assessments, metadata, sqlite_pragmas, strict_json
+from service.errors import IdempotencyKeyReused
+from service.store import AuditRecord, AuditStore, StoreUnavailable, insert_records, metadata, strict_json
 
-__all__ = ["EpisodeStore", "IdempotencyConflict", "Replayable"]
+__all__ = ["EpisodeStore", "Replayable"]
 
 logger = logging.getLogger("aegrade.episodes")
 
@@ -131,9 +129,6 @@ idempotency_keys = Table(
 _TIMELINE_ORDER = (observations.c.observed_at, observations.c.received_at, observations.c.id)
 
 
-class IdempotencyConflict(Exception):
-    """The Idempotency-Key was used before for a different request."""
-
 
 @dataclass(frozen=True)
 class Replayable:
@@ -155,35 +150,24 @@ def _sha256(text: str) -> str:
 class EpisodeStore:
     """Grades observations in the context of the stored history, and keeps episodes."""
 
-    def __init__(self, url: str, engine: Engine, *, masking_window_hours: float | None = None) -> None:
-        parsed = make_url(url)
-        self.backend = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"json_serializer": strict_json, "pool_pre_ping": True}
-        if self.backend == "sqlite":
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.db = create_engine(url, **kwargs)
-        if self.backend == "sqlite":
-            # BEGIN IMMEDIATE takes SQLite's write lock at the start of the transaction, so that what a
-            # write reads (the history) cannot change before it commits. pysqlite's own transaction
-            # handling is turned off for this (SQLAlchemy's documented recipe).
-            event.listen(self.db, "connect", _sqlite_immediate)
-            event.listen(self.db, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    def __init__(self, store: AuditStore, engine: Engine, *, masking_window_hours: float | None = None) -> None:
+        """`store`: its SQLAlchemy engine is the process's one. Writes need a store opened with
+        `immediate=True` on SQLite (BEGIN IMMEDIATE: what a write reads, the history, cannot change
+        before it commits); the grading processes open theirs so."""
+        self.store = store
+        self.db = store.engine
+        self.backend = store.backend
         self.engine = engine
         self.masking_window_hours = masking_window_hours
 
-    def create_schema(self) -> None:
-        try:
-            metadata.create_all(self.db)
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"cannot prepare the episode tables: {type(exc).__name__}") from exc
-
-    def close(self) -> None:
-        self.db.dispose()
-
     # -- writes -----------------------------------------------------------------------------------
 
-    def add_observation(self, patient_id: str, observation: Observation, *, key: str | None) -> Replayable:
-        """Grade `observation` in the context of the history, store it, regrade the observations after it."""
+    def add_observation(
+        self, patient_id: str, observation: Observation, *, key: str | None, assessment_id: str | None = None
+    ) -> Replayable:
+        """Grade `observation` in the context of the history, store it, regrade the observations
+        after it. `assessment_id`: the id its grading gets (chosen by the caller, so that the caller
+        can mark the record undelivered when it cannot give the answer)."""
         sent = observation.model_dump_json(exclude_unset=True)
         assessment = observation.assessment()
         self.engine.validate(assessment)  # a contradiction is a 422 before any lock is taken
@@ -195,6 +179,8 @@ class EpisodeStore:
             history = self._masking_treatments(conn, patient_id)
             course = self._blinatumomab_history(conn, patient_id, observed_at)
             result, masking, grading_ms = self._grade(assessment, observed_at, onset, history, course)
+            if assessment_id is not None:
+                result = result.model_copy(update={"id": assessment_id})
             as_sent = json.loads(sent)
             audit = [self._audit(result, as_sent, patient_id, observation_id, "graded", grading_ms)]
             conn.execute(
@@ -233,7 +219,7 @@ class EpisodeStore:
                 dose_mg=treatment.dose_mg,
                 dose_unit=treatment.dose_unit or ("mg" if treatment.dose_mg is not None else None),
                 recorded_at=now,
-                masks_fever=treatment.agent in MASKING_AGENTS,
+                masks_fever=treatment.agent in self.engine.fever_masking.all_agents,
             )
             conn.execute(
                 treatments.insert().values(patient_id=patient_id, **record.model_dump(exclude={"masks_fever"}))
@@ -265,7 +251,7 @@ class EpisodeStore:
                     ).first()
                     if earlier is not None:
                         if earlier.request_sha256 != fingerprint:
-                            raise IdempotencyConflict(
+                            raise IdempotencyKeyReused(
                                 f"Idempotency-Key {key!r} was used for a different request for this patient"
                             )
                         return Replayable(strict_json(earlier.response), replayed=True)
@@ -281,9 +267,12 @@ class EpisodeStore:
                             created_at=now,
                         )
                     )
-                return Replayable(body, replayed=False)
+                answer = Replayable(body, replayed=False)
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"episode of {patient_id} not written: {type(exc).__name__}") from exc
+            self.store.failed()
+            raise StoreUnavailable(f"episode not written: {type(exc).__name__}") from exc
+        self.store.succeeded()
+        return answer
 
     def _lock_patient(self, conn: Connection, patient_id: str, now: datetime) -> None:
         locked = select(patients.c.id).where(patients.c.id == patient_id).with_for_update()
@@ -310,8 +299,11 @@ class EpisodeStore:
         recurrence, resolution), its masking, and the grading time in ms."""
         started = time.perf_counter()
         window = self.masking_window_hours
-        masking = fever_masking(observed_at, onset, history, window_hours=window)
-        graded, notes, interpretations = apply_fever_masking(assessment, masking, onset, window_hours=window)
+        declaration = self.engine.fever_masking
+        masking = fever_masking(observed_at, onset, history, window_hours=window, declaration=declaration)
+        graded, notes, interpretations = apply_fever_masking(
+            assessment, masking, onset, window_hours=window, declaration=declaration
+        )
         course_notes: list[str] = []
         spec = next(
             (rs.file.derivations.episode_course for rs in self.engine.rulesets if rs.file.subject == "blinatumomab"),
@@ -371,7 +363,7 @@ class EpisodeStore:
     def _masking_treatments(self, conn: Connection, patient_id: str) -> list[GivenTreatment]:
         rows = conn.execute(
             select(treatments.c.agent, treatments.c.administered_at)
-            .where(treatments.c.patient_id == patient_id, treatments.c.agent.in_(sorted(MASKING_AGENTS)))
+            .where(treatments.c.patient_id == patient_id, treatments.c.agent.in_(sorted(self.engine.fever_masking.all_agents)))
             .order_by(treatments.c.administered_at)
         )
         return [GivenTreatment(agent=row.agent, administered_at=_utc(row.administered_at)) for row in rows]
@@ -428,8 +420,7 @@ class EpisodeStore:
 
     @staticmethod
     def _insert_audit(conn: Connection, records: list[AuditRecord]) -> None:
-        if records:
-            conn.execute(assessments.insert(), [r.as_dict() for r in records])
+        insert_records(conn, records)
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -458,7 +449,7 @@ class EpisodeStore:
                     .order_by(treatments.c.administered_at, treatments.c.recorded_at)
                 ).mappings().all()
         except SQLAlchemyError as exc:
-            raise StoreUnavailable(f"episode of {patient_id} unreadable: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"episode unreadable: {type(exc).__name__}") from exc
         times = [_utc(r.observed_at) for r in rows]
         crs_points = _points(times, rows, "crs")
         icans_points = _points(times, rows, "icans")
@@ -470,7 +461,7 @@ class EpisodeStore:
                 dose_mg=t["dose_mg"],
                 dose_unit=t["dose_unit"],
                 recorded_at=_utc(t["recorded_at"]),
-                masks_fever=t["agent"] in MASKING_AGENTS,
+                masks_fever=t["agent"] in self.engine.fever_masking.all_agents,
             )
             for t in given
         ]
@@ -514,8 +505,3 @@ def _grade_columns(
         "icans_status": result.icans.status if result.icans else None,
         "entry": entry.model_dump(mode="json"),
     }
-
-
-def _sqlite_immediate(dbapi_connection: Any, record: Any) -> None:
-    sqlite_pragmas(dbapi_connection, record)
-    dbapi_connection.isolation_level = None

@@ -9,7 +9,7 @@ are read strictly (aegrade.fhir). What was sent and what it was mapped to are bo
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -25,11 +25,11 @@ from aegrade.fhir import (
     bundle_resources,
     errors_at_sources,
     map_resources,
-    with_fhir_context,
 )
 from aegrade.fhir_codes import AEGRADE_SYSTEM, OWN_CODES
-from aegrade.models import Assessment, AssessmentResult
-from service.routes import _responses, grade_on_record, require_api_key
+from aegrade.models import Assessment
+from service.grading import grade_on_record
+from service.routes import _responses, require_api_key
 from service.settings import ServiceSettings
 
 __all__ = ["FhirBundleIn", "grade_fhir", "router"]
@@ -80,10 +80,16 @@ def non_finite(value: Any, loc: tuple[str | int, ...]) -> list[FieldError]:
 
 
 async def grade_fhir(
-    request: Request, located: Sequence[Located], recorded: dict[str, Any], *, as_of: datetime | None = None
+    request: Request,
+    located: Sequence[Located],
+    recorded: dict[str, Any],
+    *,
+    as_of: datetime | None = None,
+    then: Callable[[FhirAssessmentResult], Awaitable[None]] | None = None,
 ) -> tuple[FhirAssessmentResult, str]:
     """Map the resources, grade, record: the result and its JSON. FhirInputError names the resource
-    at fault (422); an engine or store failure is handled as for POST /v1/assessments."""
+    at fault (422); an engine or store failure is handled as for POST /v1/assessments. `then`: see
+    service.grading.grade_and_record."""
     state = request.app.state
     settings: ServiceSettings = state.settings
     assessment_dict, sources, mapping = map_resources(
@@ -93,17 +99,18 @@ async def grade_fhir(
         window_hours=settings.fhir_window_hours,
         masking_window_hours=settings.episode_masking_window_hours,
         administrations_mask_fever=settings.fhir_administrations_mask_fever,
+        fever_masking=state.engine.fever_masking,
     )
     try:
         assessment: Assessment = state.engine.validate(assessment_dict)
     except InvalidAssessment as exc:
         raise errors_at_sources(exc, sources, located) from exc
 
-    def finish(result: AssessmentResult) -> AssessmentResult:
-        return with_fhir_context(result, mapping, settings.fhir_administrations_mask_fever)
-
+    finish = ("fhir", mapping.model_dump_json(), settings.fhir_administrations_mask_fever)
     recorded = {**recorded, "assessment": assessment_dict, "mapping": mapping.model_dump(mode="json")}
-    result, body = await grade_on_record(state, assessment, recorded_request=recorded, finish=finish)
+    result, body = await grade_on_record(
+        state, assessment, recorded_request=recorded, finish=finish, then=then  # type: ignore[arg-type]
+    )
     assert isinstance(result, FhirAssessmentResult)
     return result, body
 

@@ -24,11 +24,13 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from aegrade.engine import Engine
 from aegrade.errors import InvalidAssessment
 from aegrade.facts import CHECKBOXES
 from aegrade.models import Assessment, ThrombosisSection
+from aegrade.rulefile import load_rulesets
 
-__all__ = ["FORM", "FormField", "FormSection", "errors_from_validation", "parse_form"]
+__all__ = ["FLOW_DEVICES", "FORM", "FormField", "FormSection", "errors_from_validation", "flow_devices", "parse_form"]
 
 Kind = Literal["number", "integer", "yesno", "check", "choice", "multi"]
 
@@ -103,7 +105,25 @@ OXYGEN_DEVICES = _options(
     "bipap=BiPAP",
     "mechanical_ventilation=Mechanical ventilation",
 )
-FLOW_DEVICES = ("nasal_cannula", "high_flow_nasal_cannula", "simple_facemask", "nonrebreather", "venturi", "blow_by")
+
+
+def flow_devices(engine: Engine) -> tuple[str, ...]:
+    """The devices whose flow the form asks for: the CRS rule file's oxygen_flow (required, then asked)."""
+    return engine.oxygen_flow.flow_devices
+
+
+def _default_flow_devices() -> tuple[str, ...]:
+    for ruleset in load_rulesets():
+        declared = ruleset.file.derivations.oxygen_flow
+        if ruleset.file.subject == "crs" and ruleset.file.status == "active" and ruleset.file.role == "primary" and declared:
+            return declared.flow_devices
+    raise LookupError("no active primary CRS rule file in rules/ declares derivations.oxygen_flow")
+
+
+FLOW_DEVICES = _default_flow_devices()
+"""The flow devices of the CRS rule file in rules/. The page reads the running engine's
+(`flow_devices(engine)`: the template reads request.app.state.engine); this alias is for callers that
+import the name."""
 
 CRS = FormSection(
     "crs",
@@ -126,7 +146,7 @@ CRS = FormSection(
         FormField("crs.oxygen.device", "Oxygen device", "choice", OXYGEN_DEVICES, group="oxygen"),
         FormField(
             "crs.oxygen.flow_l_min", "Oxygen flow", "number", unit="L/min", group="oxygen",
-            hint="Needed for nasal cannula and high-flow.",
+            hint="Needed for {flow_required}.",  # filled in by the template from the CRS rule file
         ),
         FormField("crs.hypotension_other_cause", "Hypotension has another cause (e.g. sepsis)", "check"),
         FormField("crs.hypoxia_other_cause", "Hypoxia has another cause (e.g. pneumonia)", "check"),
@@ -227,7 +247,8 @@ NEURO = FormSection(
             "check",
         ),
     ),
-    hint="ICE for age 12 and over; CAPD under 12 or with developmental delay. Fill the one that applies.",
+    # {capd_age}: the ICANS rule set's capd_age_cutoff_years as the engine runs it (filled in by the template)
+    hint="ICE for age {capd_age} and over; CAPD under {capd_age} or with developmental delay. Fill the one that applies.",
 )
 
 
@@ -320,16 +341,28 @@ class Parsed:
         node[leaf] = value
 
 
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+"""A number as typed at the bedside: ASCII digits 0-9, an optional sign and decimal point. Not what
+float() also takes: underscores (3_9), other scripts' digits (３９, ٣٩), exponents, inf and nan."""
+
+
 def _number(text: str) -> float | None:
     """A finite number, or None. A comma is refused, never guessed: "1,200" could be 1.2 or 1200."""
     text = text.strip()
-    if "," in text:
+    if not _NUMBER.fullmatch(text):
         return None
-    try:
-        value = float(text)
-    except ValueError:
-        return None
+    value = float(text)
     return value if math.isfinite(value) else None
+
+
+def _number_error(spec: FormField, raw: str) -> str:
+    """The inline error of a number field, naming the field; saying so when the digits are not 0-9."""
+    what = "a whole number" if spec.kind == "integer" else "a number"
+    if any(c.isdigit() and c not in "0123456789" for c in raw) or "_" in raw:
+        return f"Enter {what} for {spec.label} with the digits 0-9 only: '{raw[:20]}' has other characters."
+    if spec.kind == "integer":
+        return f"Enter {what} for {spec.label}, e.g. 2."
+    return f"Enter {what} for {spec.label} with a point for decimals and no separators, e.g. 38.5 or 1200."
 
 
 def parse_form(form: Mapping[str, list[str]]) -> Parsed:
@@ -352,13 +385,13 @@ def parse_form(form: Mapping[str, list[str]]) -> Parsed:
         if spec.kind == "number":
             number = _number(raw)
             if number is None:
-                out.error(name, "Enter a number with a point for decimals and no separators, e.g. 38.5 or 1200.")
+                out.error(name, _number_error(spec, raw))
             else:
                 out.put(name, number)
         elif spec.kind == "integer":
             number = _number(raw)
             if number is None or not number.is_integer():
-                out.error(name, "Enter a whole number.")
+                out.error(name, _number_error(spec, raw))
             else:
                 out.put(name, int(number))
         elif spec.kind == "check":

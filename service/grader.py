@@ -1,9 +1,14 @@
-"""The grading process: `POST /v1/assessments` is graded and put on record in a child process.
+"""The grading processes: every route's grading is done, and put on record, in a child process.
 
     web process (uvicorn, event loop)                  grading process (python -m service.grader)
-    body bytes ── frame ──────────── socketpair ────▶  json.loads, Assessment, Engine.assess
-                                                       (both evaluators), audit records of the
-    answer ◀──── frame (one per batch) ◀────────────   whole batch committed in one transaction
+    Job ──────── frame ──────────── socketpair ────▶   parse, Engine.assess (both evaluators),
+    (JSON, form, FHIR, CDS Hooks, episodes)            audit records of the whole batch committed
+    answer ◀──── frame (one per batch) ◀────────────   in one transaction (an episode write: its own)
+
+Every route reaches this module through one function, `service.grading.grade_and_record`: the JSON
+route sends the body as received, the form, FHIR and CDS Hooks routes the Assessment they parsed
+(with what to keep on record and what to add to the result), the episode routes the observation or
+treatment. The grading process is the only writer of audit records.
 
 Why a process of its own:
 - Grading is CPU work (both evaluators, about 0.1-0.2 ms) and so is writing the audit record. In
@@ -14,10 +19,12 @@ Why a process of its own:
   requests in flight a 500 or a 503 (never a grade), the crash is put on record, and a new grading
   process is started; the web process stays up.
 
-What crosses the socket: the request body exactly as received, and back the result's JSON or what
-went wrong. The grading process does what FastAPI did for a JSON body (`json.loads`, then the
-Assessment model), so answers, errors and statuses are those of the in-process path. Frames are
-pickles of plain tuples between two processes of this service, over a socketpair no one else holds.
+What crosses the socket: Jobs (a body as JSON text and what the route adds), and back the answer's
+JSON or what went wrong. The grading process does what FastAPI does for a JSON body (`json.loads`,
+then the model), so answers, errors and statuses are those of FastAPI's own path. Frames are pickles
+of plain values between two processes of this service, over a socketpair no one else holds: a
+length and a pickle, which `multiprocessing.connection` would also do, but with blocking reads that
+the event loop cannot await.
 
 A record is committed before its answer is sent, as on every other path: the grading process
 commits the batch, then replies.
@@ -45,11 +52,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from aegrade import Engine
+from aegrade.episodes import Observation, Treatment
 from aegrade.errors import EngineError, InvalidAssessment
-from aegrade.models import Assessment
-from service.store import AuditRecord, AuditStore, RawJSON
+from aegrade.fhir import FhirMapping, with_fhir_context
+from aegrade.models import Assessment, AssessmentResult
+from service.episodes import EpisodeStore
+from service.errors import GradingFailed, IdempotencyKeyReused
+from service.store import AuditRecord, AuditStore, RawJSON, StoreUnavailable
 
-__all__ = ["Grader", "GraderConfig", "GradingFailed", "Reply"]
+__all__ = ["Grader", "GraderConfig", "GradingFailed", "Job", "Reply"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -66,18 +77,42 @@ class GraderConfig:
     rules_dir: str | None
     rule_settings: dict[str, dict[str, Any]]
     log_level: str
+    lock_timeout_s: float = 15.0  # every wait on the store (service/store.py)
+    masking_window_hours: float | None = None  # episodes (service/episodes.py)
     # Tests only: "module:function", a function (config -> Engine) that builds the engine instead,
     # to put a fault into the grading process (an evaluator that disagrees, a crash, a hang).
     engine_factory: str | None = None
 
 
 @dataclass(frozen=True)
+class Job:
+    """One grading for the grading process.
+
+    kind: "assessment" (body: an Assessment as JSON text), "observation" or "treatment" (body: the
+    episode route's Observation or Treatment as JSON text, for `patient_id`, with `key` its
+    Idempotency-Key). `assessment_id` is the id the grading gets: the web process chooses it, so
+    that it can mark the record undelivered when it cannot give the answer. `recorded_request`
+    (JSON text) replaces the body as the record's request; `finish` names what is added to the
+    result before it is recorded: ("fhir", mapping as JSON text, administrations_mask_fever).
+    """
+
+    kind: str
+    body: bytes
+    assessment_id: str
+    recorded_request: str | None = None
+    finish: tuple[Any, ...] | None = None
+    patient_id: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class Reply:
     """The grading process's answer to one body.
 
-    kind: "graded" (payload: the result's JSON), "json_invalid" (payload: (position, message)),
-    "unreadable" (the body could not be decoded), "invalid" (payload: pydantic's errors as
-    (loc, msg, type)), "invalid_assessment" (payload: the engine's errors as (loc, msg, code)),
+    kind: "graded" (payload: the result's JSON), "episode" (payload: (answer JSON, replayed)),
+    "json_invalid" (payload: (position, message)), "unreadable" (the body could not be decoded),
+    "invalid" (payload: pydantic's errors as (loc, msg, type)), "invalid_assessment" (payload: the
+    engine's errors as (loc, msg, code)), "idempotency_conflict" (payload: the message),
     "engine_error" (payload: (code, message); the failure is on record) or "store_unavailable"
     (payload: the message; nothing was recorded and no grade may be given).
     """
@@ -85,13 +120,6 @@ class Reply:
     kind: str
     payload: Any
 
-
-class GradingFailed(Exception):
-    """The grading process stopped, hung or could not be reached; no grade was given."""
-
-    def __init__(self, message: str, *, crashed: bool) -> None:
-        super().__init__(message)
-        self.crashed = crashed
 
 
 # ---- the web process's side -----------------------------------------------------------------------
@@ -109,7 +137,7 @@ class Grader:
         self.config = config
         self.expected_rulesets: list[tuple[str, str]] = []
         self.workers = [_Worker(self) for _ in range(processes)]
-        self._outgoing: dict[_Worker, list[tuple[int, bytes]]] = {}
+        self._outgoing: dict[_Worker, list[tuple[int, Job]]] = {}
         self._flush_scheduled = False
         self._numbers = 0
         self.closing = False
@@ -138,8 +166,8 @@ class Grader:
             await self.close(timeout=5)
             raise failures[0]
 
-    async def grade(self, body: bytes, *, timeout: float) -> Reply:
-        """Send one body to be graded and recorded; its Reply. GradingFailed when its grading
+    async def grade(self, job: Job, *, timeout: float) -> Reply:
+        """Send one job to be graded and recorded; its Reply. GradingFailed when its grading
         process stopped, or gave no reply within `timeout` seconds (that process is then replaced)."""
         deadline = time.monotonic() + timeout
         worker = await self._choose(deadline)
@@ -147,7 +175,7 @@ class Grader:
         number = self._numbers
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         worker.pending[number] = future
-        self._outgoing.setdefault(worker, []).append((number, body))
+        self._outgoing.setdefault(worker, []).append((number, job))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -246,7 +274,7 @@ class _Worker:
         self.ready.set()
         logger.info("grading process %s ready", process.pid)
 
-    def send(self, batch: list[tuple[int, bytes]]) -> None:
+    def send(self, batch: list[tuple[int, Job]]) -> None:
         if self._writer is None or self._writer.is_closing():
             self._fail([n for n, _ in batch], GradingFailed("the grading process is not running", crashed=True))
             return
@@ -355,7 +383,8 @@ def _grading_process(sock: socket.socket) -> None:
             engine = getattr(importlib.import_module(module), name)(config)
         else:
             engine = Engine(rules_dir=config.rules_dir, settings=config.rule_settings)
-        store = AuditStore(config.database_url)
+        store = AuditStore(config.database_url, lock_timeout_s=config.lock_timeout_s, immediate=True)
+        episodes = EpisodeStore(store, engine, masking_window_hours=config.masking_window_hours)
     except Exception as exc:  # reported to the web process, which refuses to start
         sock.sendall(_frame(("failed", f"{type(exc).__name__}: {exc}")))
         return
@@ -375,7 +404,7 @@ def _grading_process(sock: socket.socket) -> None:
             if batch is None:
                 return
             for start in range(0, len(batch), MAX_BATCH):
-                sock.sendall(_frame(_commit(store, _grade_batch(engine, batch[start : start + MAX_BATCH]))))
+                sock.sendall(_frame(_commit(store, _grade_batch(engine, episodes, batch[start : start + MAX_BATCH]))))
     except OSError:  # the web process is gone
         return
     finally:
@@ -421,8 +450,8 @@ class _FrameReader:
         self.sock = sock
         self.buffer = bytearray()
 
-    def batch(self) -> list[tuple[int, bytes]] | None:
-        items: list[tuple[int, bytes]] = []
+    def batch(self) -> list[tuple[int, Job]] | None:
+        items: list[tuple[int, Job]] = []
         while True:
             frame = self._take()
             if frame is not None:
@@ -459,47 +488,112 @@ class _FrameReader:
         return frame
 
 
-def _grade_batch(engine: Engine, batch: list[tuple[int, bytes]]) -> _Graded:
-    """Grade every body of the batch: the replies, and the audit records they need committed."""
-    replies: list[tuple[int, str, Any]] = []
-    records: list[AuditRecord] = []
-    timings: list[tuple[str, float]] = []
-    for number, body in batch:
+def _grade_batch(engine: Engine, episodes: EpisodeStore, batch: list[tuple[int, Job]]) -> _Graded:
+    """Do every job of the batch: the replies, and the audit records they need committed (an
+    episode job commits its own transaction, and is answered with the batch)."""
+    graded = _Graded([], [], [])
+    store_failed: str | None = None  # once an episode write found the store unavailable, do not wait again
+    for number, job in batch:
         started = time.perf_counter()
-        try:
-            parsed_json = json.loads(body)  # what FastAPI does with a JSON body
-        except json.JSONDecodeError as exc:
-            replies.append((number, "json_invalid", (exc.pos, exc.msg)))
-            continue
-        except Exception:  # not UTF-8 or UTF-16/32, nesting too deep, ...
-            replies.append((number, "unreadable", None))
-            continue
-        try:
-            assessment = Assessment.model_validate(parsed_json, from_attributes=True)  # as FastAPI validates a body
-        except ValidationError as exc:
-            errors = [(tuple(e["loc"]), e["msg"], e["type"]) for e in exc.errors(include_url=False, include_input=False)]
-            replies.append((number, "invalid", errors))
-            continue
-        request_json = RawJSON(assessment.model_dump_json(exclude_unset=True))
-        try:
-            result = engine.assess(assessment)
-        except InvalidAssessment as exc:
-            replies.append((number, "invalid_assessment", [(tuple(e.loc), e.msg, e.code) for e in exc.errors]))
-            continue
-        except EngineError as exc:
-            failure = AuditRecord.failed(
-                request=request_json, code=exc.code, message=str(exc), duration_ms=(time.perf_counter() - started) * 1000
+        if job.kind == "assessment":
+            graded.replies.append((number, *_assessment(engine, job, started, graded)))
+        elif store_failed is not None:
+            graded.replies.append((number, "store_unavailable", store_failed))
+        else:
+            kind, payload = _episode(episodes, job, started, graded)
+            if kind == "store_unavailable":
+                store_failed = payload
+            graded.replies.append((number, kind, payload))
+    return graded
+
+
+def _parsed(body: bytes) -> tuple[str, Any]:
+    """What FastAPI does with a JSON body: ("ok", the value) or the reply for a body that is not JSON."""
+    try:
+        return "ok", json.loads(body)
+    except json.JSONDecodeError as exc:
+        return "json_invalid", (exc.pos, exc.msg)
+    except Exception:  # not UTF-8 or UTF-16/32, nesting too deep, ...
+        return "unreadable", None
+
+
+def _pydantic_errors(exc: ValidationError) -> list[tuple[tuple[Any, ...], str, str]]:
+    return [(tuple(e["loc"]), e["msg"], e["type"]) for e in exc.errors(include_url=False, include_input=False)]
+
+
+def _assessment(engine: Engine, job: Job, started: float, graded: _Graded) -> tuple[str, Any]:
+    """Grade one Assessment; its record joins the batch's."""
+    kind, parsed_json = _parsed(job.body)
+    if kind != "ok":
+        return kind, parsed_json
+    try:
+        assessment = Assessment.model_validate(parsed_json, from_attributes=True)  # as FastAPI validates a body
+    except ValidationError as exc:
+        return "invalid", _pydantic_errors(exc)
+    request_json = RawJSON(job.recorded_request or assessment.model_dump_json(exclude_unset=True))
+    try:
+        result = engine.assess(assessment)
+    except InvalidAssessment as exc:
+        return "invalid_assessment", [(tuple(e.loc), e.msg, e.code) for e in exc.errors]
+    except EngineError as exc:
+        failure = AuditRecord.failed(
+            request=request_json, code=exc.code, message=str(exc), duration_ms=(time.perf_counter() - started) * 1000
+        )
+        graded.records.append(failure)
+        logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
+        return "engine_error", (exc.code, str(exc))
+    result = _finished(result.model_copy(update={"id": job.assessment_id}), job.finish)
+    done = time.perf_counter()
+    body_json = result.model_dump_json()
+    graded.records.append(
+        AuditRecord.graded(result, request=request_json, result_json=body_json, duration_ms=(done - started) * 1000)
+    )
+    graded.timings.append((result.id, (done - started) * 1000))
+    return "graded", body_json
+
+
+def _finished(result: AssessmentResult, finish: tuple[Any, ...] | None) -> AssessmentResult:
+    """What the route adds to the result before it is recorded (Job.finish)."""
+    if finish is None:
+        return result
+    if finish[0] == "fhir":
+        _, mapping_json, administrations_mask_fever = finish
+        return with_fhir_context(result, FhirMapping.model_validate_json(mapping_json), administrations_mask_fever)
+    raise EngineError(f"unknown finish {finish[0]!r}")
+
+
+def _episode(episodes: EpisodeStore, job: Job, started: float, graded: _Graded) -> tuple[str, Any]:
+    """An episode write: graded and committed in its own transaction (service/episodes.py)."""
+    assert job.patient_id is not None
+    try:
+        if job.kind == "observation":
+            observation = Observation.model_validate_json(job.body)
+            answer = episodes.add_observation(
+                job.patient_id, observation, key=job.key, assessment_id=job.assessment_id
             )
-            records.append(failure)
-            replies.append((number, "engine_error", (exc.code, str(exc))))
-            logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
-            continue
-        graded = time.perf_counter()
-        body_json = result.model_dump_json()
-        records.append(AuditRecord.graded(result, request=request_json, result_json=body_json, duration_ms=(graded - started) * 1000))
-        replies.append((number, "graded", body_json))
-        timings.append((result.id, (graded - started) * 1000))
-    return _Graded(replies, records, timings)
+        elif job.kind == "treatment":
+            answer = episodes.add_treatment(job.patient_id, Treatment.model_validate_json(job.body), key=job.key)
+        else:
+            raise EngineError(f"unknown job {job.kind!r}")
+    except ValidationError as exc:
+        return "invalid", _pydantic_errors(exc)
+    except InvalidAssessment as exc:
+        return "invalid_assessment", [(tuple(e.loc), e.msg, e.code) for e in exc.errors]
+    except IdempotencyKeyReused as exc:
+        return "idempotency_conflict", str(exc)
+    except StoreUnavailable as exc:
+        logger.error("audit store unavailable: %s", exc)
+        return "store_unavailable", str(exc)
+    except EngineError as exc:
+        failure = AuditRecord.failed(
+            request=RawJSON(job.body.decode()), code=exc.code, message=str(exc),
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+        graded.records.append(failure)
+        logger.error("%s %s failed in the engine: %s", job.kind, failure.id, exc.code)
+        return "engine_error", (exc.code, str(exc))
+    logger.info("%s stored in %.2f ms%s", job.kind, (time.perf_counter() - started) * 1000, " (replayed)" if answer.replayed else "")
+    return "episode", (answer.body, answer.replayed)
 
 
 def _configure_logging(level: str) -> None:

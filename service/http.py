@@ -3,11 +3,16 @@
 | status | when | body |
 |---|---|---|
 | 400 | the body is not JSON | ValidationErrorResponse (type json_invalid) |
+| 400 | a JSON body that is not UTF-8 (a BOM, UTF-16/32), nested too deeply, or with a number too long | ValidationErrorResponse (type json_invalid) |
 | 401 | AEGRADE_API_KEYS is set and the bearer key is missing or wrong | ProblemResponse (unauthorized) |
-| 404 | no such assessment |
-| 412 | CDS Hooks: a prefetch the service needs is missing (it does not query FHIR servers) | ProblemResponse (prefetch_missing) | ProblemResponse (not_found) |
+| 401 | the bedside form (AEGRADE_API_KEYS set): a wrong key at /login | HTML page |
+| 403 | the bedside form: a POST without the form's CSRF token | HTML page, the values kept |
+| 404 | no such assessment | ProblemResponse (not_found) |
+| 408 | the body did not arrive within AEGRADE_BODY_TIMEOUT_S | ProblemResponse (body_timeout) |
+| 412 | CDS Hooks: a prefetch the service needs is missing (it does not query FHIR servers) | ProblemResponse (prefetch_missing) |
 | 413 | the body is over AEGRADE_MAX_BODY_BYTES | ProblemResponse (body_too_large) |
-| 422 | invalid or contradictory input | ValidationErrorResponse, one entry per field |
+| 415 | a Content-Encoding other than identity; a JSON charset other than UTF-8 | ProblemResponse (unsupported_content_encoding, unsupported_charset) |
+| 422 | invalid or contradictory input; a key repeated in a JSON object (type duplicate_key) | ValidationErrorResponse, one entry per field |
 | 500 | the engine's evaluators disagreed or lost a result: no grade | ProblemResponse (the engine error's code) |
 | 503 | the audit store cannot be written or read: no grade | ProblemResponse (store_unavailable) |
 | 503 | the grading process gave no grade in time (AEGRADE_GRADING_TIMEOUT_S) | ProblemResponse (grading_unavailable) |
@@ -15,8 +20,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
@@ -29,9 +36,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.fhir import FhirInputError
-from service.store import StoreUnavailable
+from service.middleware import Hygiene, scrubbed_traceback
+from service.settings import ServiceSettings
+from service.errors import (
+    BodyTimeout,
+    BodyTooLarge,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceError,
+    StoreUnavailable,
+    UnsupportedCharset,
+    UnsupportedEncoding,
+)
 
-__all__ = ["ApiError", "BodyLimit", "install_error_handlers", "keys_match"]
+__all__ = ["BodyLimit", "install_error_handlers", "keys_match", "problem"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -41,51 +60,91 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class ApiError(Exception):
-    """An error answer with a stable code (401, 404, 409, 412, 413, 500, 503)."""
-
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
-
-
 def _problem(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `max_bytes` is answered 413 before the app sees it.
+def problem(error: ServiceError) -> JSONResponse:
+    """The answer to a service error: its status, and {"detail": {"code", "message"}}."""
+    return _problem(error.status, error.code, error.message, error.headers)
 
-    The body (at most `max_bytes`) is read here and handed on whole, whatever Content-Length says.
+
+class BodyLimit:
+    """ASGI middleware: what a request body must be before the app sees it.
+
+    - over `max_bytes` (declared or received): 413 `body_too_large`;
+    - not received whole within `body_timeout_s` seconds: 408 `body_timeout`, and the connection is closed;
+    - a `Content-Encoding` other than identity: 415 `unsupported_content_encoding`;
+    - a JSON body (application/json, application/*+json): a charset other than UTF-8 declared is 415
+      `unsupported_charset`; a byte-order mark, UTF-16/32 or bytes that are not UTF-8 are 400
+      (json_invalid); so are JSON nested too deeply for the parser and numbers too long to convert;
+      a key repeated in one object is 422 (type duplicate_key), its `loc` the key's path.
+
+    The body (at most `max_bytes`) is read here and handed on whole and unchanged, whatever
+    Content-Length says. With `settings`, the service's `Hygiene` layer (service/middleware.py: access
+    log, security headers, HEAD) is put around it, and its timeout is `settings.body_timeout_s`.
     """
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        max_bytes: int,
+        *,
+        body_timeout_s: float = 30.0,
+        settings: ServiceSettings | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.body_timeout_s = settings.body_timeout_s if settings is not None else body_timeout_s
+        self._entry: Callable[[Scope, Receive, Send], Awaitable[None]] = self._checked
+        if settings is not None:
+            self._entry = Hygiene(self._checked)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._entry(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._too_large(scope, receive, send)
+            return
+        encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
+        if encoding and any(e.strip() not in ("", "identity") for e in encoding.split(",")):
+            await problem(
+                UnsupportedEncoding("request bodies are accepted without Content-Encoding (identity) only")
+            )(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
-                return
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_bytes:
+                        await self._too_large(scope, receive, send)
+                        return
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            message_text = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await problem(BodyTimeout(message_text, headers={"Connection": "close"}))(scope, receive, send)
+            return
         body = b"".join(chunks)
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
+        if body and json_media_type(content_type):
+            rejection = _json_rejection(body, content_type)
+            if rejection is not None:
+                await rejection(scope, receive, send)
+                return
         delivered = False
 
         async def replay() -> Message:
@@ -98,8 +157,139 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = _problem(413, "body_too_large", f"the request body is over {self.max_bytes} bytes")
+        response = problem(BodyTooLarge(f"the request body is over {self.max_bytes} bytes"))
         await response(scope, receive, send)
+
+
+def json_media_type(content_type: str) -> bool:
+    """Whether a body of this Content-Type is read as JSON: application/json or application/*+json."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type == "application/json":
+        return True
+    kind, _, subtype = media_type.partition("/")
+    return kind == "application" and subtype.endswith("+json")
+
+
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+def _body_error(msg: str, loc: tuple[Any, ...] = ("body",), status: int = 400, kind: str = "json_invalid") -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": list(loc), "msg": msg, "type": kind}]}, status_code=status)
+
+
+class _Duplicates(dict[str, Any]):
+    """A JSON object in which some key was repeated: `repeated` names them (the last value is kept)."""
+
+    repeated: list[str]
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) == len(pairs):
+        return result
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for key, _ in pairs:
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    marked = _Duplicates(result)
+    marked.repeated = repeated
+    return marked
+
+
+def _duplicate_paths(document: Any) -> list[tuple[Any, ...]]:
+    """The path of each repeated key, in document order (iteratively: the depth is the parser's)."""
+    found: list[tuple[Any, ...]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value, _Duplicates):
+                found.extend((*path, key) for key in value.repeated)
+            stack.extend(((*path, k), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(value))))
+    return found
+
+
+def _nul_paths(document: Any) -> list[tuple[Any, ...]]:
+    """The path of each string (key or value) holding a NUL character: PostgreSQL cannot store one,
+    and no clinical text needs one, so it is refused before the store on every backend."""
+    found: list[tuple[Any, ...]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                found.append(path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    found.append((*path, key))
+                stack.append(((*path, key), item))
+        elif isinstance(value, list):
+            stack.extend(((*path, i), item) for i, item in enumerate(value))
+    return sorted(found, key=str)
+
+
+def _json_rejection(body: bytes, content_type: str) -> JSONResponse | None:
+    """The answer to a JSON body that is not UTF-8 JSON without repeated keys; None when it is (or when
+    it is not JSON at all: the route answers that, as before)."""
+    charset = ""
+    for parameter in content_type.split(";")[1:]:
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').lower()
+    if charset and charset not in ("utf-8", "utf8"):
+        return problem(UnsupportedCharset(f"JSON bodies are UTF-8 only; the Content-Type declares charset={charset[:40]}"))
+    if body.startswith(b"\xef\xbb\xbf"):
+        return _body_error("the body starts with a byte-order mark: JSON bodies are UTF-8 without a BOM")
+    if body.startswith(_UTF16_32_BOMS) or (len(body) >= 2 and (body[0] == 0 or body[1] == 0)):
+        return _body_error("the body is UTF-16 or UTF-32: JSON bodies are UTF-8 only")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _body_error(f"the body is not UTF-8 (invalid byte at offset {exc.start}): JSON bodies are UTF-8 only")
+    hook_used = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal hook_used
+        result = _object_pairs(items)
+        hook_used = hook_used or isinstance(result, _Duplicates)
+        return result
+
+    try:
+        document = json.loads(text, object_pairs_hook=pairs)
+    except json.JSONDecodeError:
+        return None  # not JSON: the route says so, as it always has
+    except RecursionError:
+        return _body_error("the JSON is nested too deeply")
+    except ValueError as exc:  # a number too long to convert (Python's int max_str_digits), say
+        return _body_error(f"the JSON cannot be read: {str(exc)[:120]}")
+    if "\\u0000" in text:  # cheap test first: a NUL escape somewhere (or a backslash before "u0000")
+        nul = _nul_paths(document)
+        if nul:
+            return JSONResponse(
+                {
+                    "detail": [
+                        {"loc": ["body", *path], "msg": "NUL characters (\\u0000) are not accepted in text", "type": "nul_character"}
+                        for path in nul
+                    ]
+                },
+                status_code=422,
+            )
+    if not hook_used:
+        return None
+    return JSONResponse(
+        {
+            "detail": [
+                {"loc": ["body", *path], "msg": f"the key {str(path[-1])[:80]!r} is repeated in one JSON object", "type": "duplicate_key"}
+                for path in _duplicate_paths(document)
+            ]
+        },
+        status_code=422,
+    )
 
 
 def keys_match(presented: str, keys: list[str]) -> bool:
@@ -143,28 +333,34 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _fhir_invalid(_request: Request, exc: FhirInputError) -> JSONResponse:
         return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return _problem(exc.status, exc.code, exc.message, exc.headers)
+    @app.exception_handler(ServiceError)
+    async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        return problem(exc)
 
     @app.exception_handler(StoreUnavailable)
     async def _store(_request: Request, exc: StoreUnavailable) -> JSONResponse:
         logger.error("audit store unavailable: %s", exc)
-        return _problem(503, "store_unavailable", "the audit store cannot be written: no grade was given")
+        return problem(StoreUnavailable("the audit store cannot be written: no grade was given"))
 
     @app.exception_handler(EngineError)
     async def _engine(_request: Request, exc: EngineError) -> JSONResponse:
         return _problem(500, exc.code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say): it is not JSON
             not_json = {"loc": ["body"], "msg": f"the body is not JSON: {exc.detail}", "type": "json_invalid"}
             return JSONResponse({"detail": [not_json]}, status_code=400)
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return _problem(exc.status_code, codes.get(exc.status_code, f"http_{exc.status_code}"), str(exc.detail), exc.headers)
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or ""
+            message = f"{request.method} is not allowed here" + (f"; allowed: {allowed}" if allowed else "")
+            return problem(MethodNotAllowed(message, headers=exc.headers))
+        if exc.status_code == 404:
+            return problem(NotFound(str(exc.detail), headers=exc.headers))
+        return _problem(exc.status_code, f"http_{exc.status_code}", str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error")
-        return _problem(500, "internal_error", "unexpected error; no grade was given")
+        # Its message may quote the request: the type and the frames only (service/middleware.py).
+        logger.error("unexpected error: %s\n%s", type(exc).__name__, scrubbed_traceback(exc))
+        return problem(InternalError("unexpected error; no grade was given"))

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import email.message
-import json
 import logging
-import time
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Request
@@ -16,24 +13,23 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegrade import Engine
 from aegrade.episodes import Episode, Observation, ObservationResult, Treatment, TreatmentResult
-from aegrade.errors import EngineError, FieldError, InvalidAssessment
 from aegrade.models import Assessment, AssessmentResult
-from service.grader import Grader, GradingFailed, Reply
-from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore, IdempotencyConflict, Replayable
-from service.http import ApiError, keys_match
+from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore
+from service.grader import Job
+from service.grading import grade_and_record, grade_on_record, new_assessment_id
+from service.errors import NotFound, Unauthorized
+from service.http import keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
 from service.settings import ServiceSettings
-from service.store import AuditRecord, AuditStore, AuditWriter, RawJSON, StoreUnavailable
+from service.store import AuditStore
 
-__all__ = ["RAW_BODY_MODELS", "router"]
+__all__ = ["RAW_BODY_MODELS", "grade_on_record", "router"]
 
 logger = logging.getLogger("aegrade.service")
 
-COMMIT_TIMEOUT_S = 30.0
 HEALTH_PING_S = 2.0
 
 _DESCRIPTIONS = {
@@ -75,7 +71,7 @@ async def require_api_key(
     if not settings.api_keys:
         return
     if credentials is None or not keys_match(credentials.credentials, settings.api_keys):
-        raise ApiError(401, "unauthorized", "a valid API key is required: Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized("a valid API key is required: Authorization: Bearer <key>", headers={"WWW-Authenticate": "Bearer"})
 
 
 EngineDep = Annotated[Engine, Depends(get_engine)]
@@ -100,22 +96,14 @@ ASSESSMENT_BODY = {
 )
 async def create_assessment(request: Request) -> Response:
     """Grades, commits the audit record, then answers. The body (an Assessment) is parsed,
-    validated, graded and recorded in the grading process (service/grader.py), the answer sent
+    validated, graded and recorded in a grading process (service/grading.py), the answer sent
     once the record is committed."""
-    started = time.perf_counter()
     body = await request.body()
     if not body or not _json_media_type(request.headers.get("content-type")):
         # As FastAPI answers a body it does not read as JSON: the error handler makes it a 400.
         raise RequestValidationError([{"type": "missing", "loc": ("body",), "msg": "Field required"}])
-    grader: Grader = request.app.state.grader
-    try:
-        reply = await grader.grade(body, timeout=request.app.state.settings.grading_timeout_s)
-    except GradingFailed as exc:
-        if exc.crashed:
-            await _record_failure(request.app.state.writer, _body_as_recorded(body), EngineError(str(exc)), started)
-            raise EngineError(f"no grade was given: {exc}") from exc
-        raise ApiError(503, "grading_unavailable", f"no grade was given: {exc}") from exc
-    return _answer(reply)
+    answer = await grade_and_record(request.app.state, Job(kind="assessment", body=body, assessment_id=new_assessment_id()))
+    return Response(answer.body, media_type="application/json")
 
 
 def _json_media_type(content_type: str | None) -> bool:
@@ -130,91 +118,6 @@ def _json_media_type(content_type: str | None) -> bool:
     return message.get_content_maintype() == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-def _body_as_recorded(body: bytes) -> RawJSON:
-    """The body as received, as a JSON string: whatever it held, it is on record as sent."""
-    return RawJSON(json.dumps(body.decode("utf-8", errors="replace"), ensure_ascii=False))
-
-
-def _answer(reply: Reply) -> Response:
-    """The grading process's reply as the answer (or the exception the error handlers answer)."""
-    if reply.kind == "graded":
-        return Response(reply.payload, media_type="application/json")
-    if reply.kind == "json_invalid":
-        position, message = reply.payload
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "ctx": {"error": message}}]
-        )
-    if reply.kind == "unreadable":
-        raise StarletteHTTPException(400, "There was an error parsing the body")
-    if reply.kind == "invalid":
-        raise RequestValidationError([{"loc": ("body", *loc), "msg": msg, "type": kind} for loc, msg, kind in reply.payload])
-    if reply.kind == "invalid_assessment":
-        raise InvalidAssessment([FieldError(loc=tuple(loc), msg=msg, code=code) for loc, msg, code in reply.payload])
-    if reply.kind == "engine_error":
-        code, message = reply.payload
-        error = EngineError(message)
-        error.code = code
-        raise error
-    if reply.kind == "store_unavailable":
-        raise StoreUnavailable(reply.payload)
-    raise EngineError(f"the grading process answered {reply.kind!r}, which this service does not know")
-
-
-async def grade_on_record(
-    state: Any,
-    assessment: Assessment,
-    *,
-    recorded_request: dict[str, Any] | None = None,
-    finish: Callable[[AssessmentResult], AssessmentResult] | None = None,
-) -> tuple[AssessmentResult, str]:
-    """Grade, then wait until the audit record is committed: the result and its JSON. Raises
-    InvalidAssessment, EngineError (the failure is then on record) or StoreUnavailable.
-
-    `recorded_request` replaces the assessment as the record's request (the FHIR routes keep what
-    was sent beside what it was mapped to); `finish` adds to the result before it is recorded."""
-    started = time.perf_counter()
-    engine: Engine = state.engine
-    writer: AuditWriter = state.writer
-    request_json: RawJSON | dict[str, Any] = (
-        RawJSON(assessment.model_dump_json(exclude_unset=True)) if recorded_request is None else recorded_request
-    )
-    try:
-        result = engine.assess(assessment)
-    except EngineError as exc:
-        await _record_failure(writer, request_json, exc, started)
-        raise
-    if finish is not None:
-        result = finish(result)
-    graded = time.perf_counter()
-    body = result.model_dump_json()
-    await _committed(
-        writer, AuditRecord.graded(result, request=request_json, result_json=body, duration_ms=(graded - started) * 1000)
-    )
-    logger.info(
-        "assessment %s graded in %.2f ms, committed in %.2f ms",
-        result.id, (graded - started) * 1000, (time.perf_counter() - graded) * 1000,
-    )
-    return result, body
-
-
-async def _record_failure(writer: AuditWriter, request_json: RawJSON | dict[str, Any], exc: EngineError, started: float) -> None:
-    """No grade is given, but the failure is on record."""
-    failure = AuditRecord.failed(
-        request=request_json, code=exc.code, message=str(exc), duration_ms=(time.perf_counter() - started) * 1000
-    )
-    await _committed(writer, failure)
-    logger.error("assessment %s failed in the engine: %s", failure.id, exc.code)
-
-
-async def _committed(writer: AuditWriter, record: AuditRecord) -> None:
-    """Wait until `record` is committed; StoreUnavailable (503) if it is not, or not in time."""
-    try:
-        async with asyncio.timeout(COMMIT_TIMEOUT_S):
-            await asyncio.wrap_future(writer.submit(record))
-    except TimeoutError as exc:
-        raise StoreUnavailable(f"audit record {record.id} not committed within {COMMIT_TIMEOUT_S} s") from exc
-
-
 @v1.get(
     "/assessments/{assessment_id}",
     response_model=StoredAssessment,
@@ -227,8 +130,8 @@ def read_assessment(
 ) -> StoredAssessment:
     record = store.get(assessment_id)
     if record is None:
-        raise ApiError(404, "not_found", f"no assessment {assessment_id}")
-    return StoredAssessment.model_validate(record.as_dict())
+        raise NotFound(f"no assessment {assessment_id}")
+    return StoredAssessment.model_validate(record.as_read())
 
 
 @v1.get("/rulesets", response_model=list[RulesetInfo], responses=_responses(401), summary="The loaded rule sets")
@@ -255,10 +158,26 @@ async def health(store: StoreDep) -> JSONResponse:
     The store is pinged at most every HEALTH_PING_S seconds; a commit in that time counts as an answer."""
     ok = store.recently_ok(within_s=HEALTH_PING_S)
     if ok is None:
-        ok = await run_in_threadpool(store.ping)
+        ok = await _ping(store)
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "store": "ok" if ok else "unavailable"}, status_code=200 if ok else 503
     )
+
+
+_ping_running: asyncio.Task[bool] | None = None
+
+
+async def _ping(store: AuditStore) -> bool:
+    """Probe the store (a write lock taken and released), at most one probe at a time and at most
+    HEALTH_PING_S seconds of waiting: a stalled store is unavailable."""
+    global _ping_running
+    if _ping_running is None or _ping_running.done():
+        _ping_running = asyncio.ensure_future(run_in_threadpool(store.ping))
+    try:
+        return await asyncio.wait_for(asyncio.shield(_ping_running), HEALTH_PING_S)
+    except TimeoutError:
+        store.failed()
+        return False
 
 
 # ---- patient episodes ---------------------------------------------------------------------------
@@ -286,21 +205,10 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _episode_write(request: Request, sent: BaseModel, write: Callable[..., Replayable], *args: Any, **kwargs: Any) -> Response:
-    """Run an episode write in the thread pool (it holds a database lock while it grades): a 409 for
-    a reused Idempotency-Key, and an engine failure put on record before the 500."""
-    started = time.perf_counter()
-    try:
-        answer = await run_in_threadpool(write, *args, **kwargs)
-    except EngineError as exc:
-        await _record_failure(request.app.state.writer, RawJSON(sent.model_dump_json(exclude_unset=True)), exc, started)
-        raise
-    except IdempotencyConflict as exc:
-        raise ApiError(409, "idempotency_key_reused", str(exc)) from exc
-    logger.info(
-        "%s stored in %.2f ms%s", request.url.path.rsplit("/", 1)[-1], (time.perf_counter() - started) * 1000,
-        " (replayed)" if answer.replayed else "",
-    )
+async def _episode_write(request: Request, job: Job) -> Response:
+    """An episode write, through the one grading path (the grading process holds the patient's
+    lock while it grades)."""
+    answer = await grade_and_record(request.app.state, job)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, media_type="application/json", headers=headers)
 
@@ -316,8 +224,14 @@ async def add_observation(
 ) -> Response:
     """Grades the observation with the fever masking that the recorded treatments imply, stores it
     with its audit record, and grades again the later observations whose history it changed."""
-    episodes: EpisodeStore = request.app.state.episodes
-    return await _episode_write(request, observation, episodes.add_observation, patient_id, observation, key=idempotency_key)
+    job = Job(
+        kind="observation",
+        body=observation.model_dump_json(exclude_unset=True).encode(),
+        assessment_id=new_assessment_id(),
+        patient_id=patient_id,
+        key=idempotency_key,
+    )
+    return await _episode_write(request, job)
 
 
 @v1.post(
@@ -332,8 +246,14 @@ async def add_treatment(
     """Stores the treatment. A tocilizumab, anakinra, corticosteroid or antipyretic dose makes fever
     no longer required for the observations after it (once CRS has begun); those are graded again,
     and their ids are listed in `regraded`."""
-    episodes: EpisodeStore = request.app.state.episodes
-    return await _episode_write(request, treatment, episodes.add_treatment, patient_id, treatment, key=idempotency_key)
+    job = Job(
+        kind="treatment",
+        body=treatment.model_dump_json(exclude_unset=True).encode(),
+        assessment_id=new_assessment_id(),
+        patient_id=patient_id,
+        key=idempotency_key,
+    )
+    return await _episode_write(request, job)
 
 
 @v1.get(
@@ -346,7 +266,7 @@ def read_episode(patient_id: PatientId, request: Request) -> Response:
     episodes: EpisodeStore = request.app.state.episodes
     body = episodes.episode(patient_id)
     if body is None:
-        raise ApiError(404, "not_found", f"no episode for patient {patient_id}")
+        raise NotFound("no episode for this patient")
     return Response(body, media_type="application/json")
 
 

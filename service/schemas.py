@@ -71,6 +71,16 @@ class StoredAssessment(_Out):
     error: Problem | None
     rulesets: list[RulesetRef]
     duration_ms: float
+    delivered: bool = Field(
+        default=True,
+        description=(
+            "false when the service knows the answer was not given although the record was committed: the grading "
+            "process replied after AEGRADE_GRADING_TIMEOUT_S, crashed after its commit, or the request was cancelled "
+            "(the client got 500/503 or nothing). The one case the service cannot know is a crash of the web process "
+            "between the commit and the answer."
+        ),
+    )
+    undelivered_reason: str | None = Field(default=None, description="Why the answer was not delivered.")
 
 
 class RulesetInfo(_Out):

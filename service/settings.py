@@ -8,11 +8,14 @@
 | AEGRADE_API_KEYS | (empty: no authentication) | comma-separated keys; when set, /v1/* needs Authorization: Bearer <key> |
 | AEGRADE_MAX_BODY_BYTES | 65536 | larger request bodies get 413 |
 | AEGRADE_LOG_LEVEL | INFO | log level of the aegrade loggers |
-| AEGRADE_GRADING_PROCESSES | 1 | processes that grade and record POST /v1/assessments beside the web process |
-| AEGRADE_GRADING_TIMEOUT_S | 30 | POST /v1/assessments: longer without a committed grade is a 503, and the grading process is replaced |
+| AEGRADE_GRADING_PROCESSES | 1 | processes that grade and record, for every route, beside the web process |
+| AEGRADE_GRADING_TIMEOUT_S | 30 | every route that grades (JSON, form, FHIR, CDS Hooks, episodes): longer without a committed grade is a 503, and the grading process is replaced |
 | AEGRADE_FHIR_WINDOW_HOURS | 4 | FHIR input: Observations older than this before the assessment time are not used |
 | AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration sets fever_masked (an interpretation) |
 | AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
+| AEGRADE_BODY_TIMEOUT_S | 30 | a request body not received whole within this many seconds gets 408 |
+| AEGRADE_SESSION_SECRET | (empty: a random secret per process) | HMAC key of the bedside form's session and CSRF tokens (32+ characters); set it when several processes serve the form |
+| AEGRADE_MIGRATE | true | upgrade the audit store's schema at start (Alembic); false: refuse to start when it is behind (`python -m service.migrations upgrade`) |
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ServiceSettings"]
@@ -30,6 +33,13 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AEGRADE_", extra="forbid")
 
     database_url: str = Field(default="sqlite:///./var/aegrade.sqlite3", description="SQLAlchemy URL of the audit store.")
+    migrate: bool = Field(
+        default=True,
+        description=(
+            "Upgrade the audit store's schema to this version's at start (service/migrations). False: the "
+            "service refuses to start when the schema is behind; run `python -m service.migrations upgrade`."
+        ),
+    )
     rules_dir: Path | None = Field(default=None, description="Directory of rule files; default rules/ of the checkout.")
     rule_settings: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description='Interpretive settings, e.g. {"astct-crs": {"facemask_low_flow": "flow"}}.'
@@ -53,17 +63,24 @@ class ServiceSettings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Processes that grade and record POST /v1/assessments beside the web process (service/grader.py).",
+        description="Processes that grade and record, for every route, beside the web process (service/grader.py).",
     )
     grading_timeout_s: float = Field(
         default=30.0,
         gt=0,
         le=600,
         description=(
-            "POST /v1/assessments: seconds to wait for the grade and its committed record; past it the answer is "
-            "503 (no grade) and the grading process is replaced."
+            "Every route that grades: seconds to wait for the grade and its committed record; past it the answer "
+            "is 503 (no grade), the record (if committed) is marked undelivered, and the grading process is replaced."
         ),
     )
+
+    @property
+    def store_lock_timeout_s(self) -> float:
+        """Every wait on the store (SQLite busy timeout, PostgreSQL lock and statement timeouts):
+        half the grading timeout, so that a stalled store is answered 503 store_unavailable by the
+        grading process itself, in time, without replacing it."""
+        return self.grading_timeout_s / 2
 
     fhir_window_hours: float = Field(
         default=4.0,
@@ -76,6 +93,21 @@ class ServiceSettings(BaseSettings):
         description=(
             "FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration at or before the "
             "assessment sets crs.fever_masked (a snapshot has no CRS onset; an interpretation named in the result)."
+        ),
+    )
+
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="Seconds to receive a request body whole; a body that is not in by then is answered 408.",
+    )
+    session_secret: SecretStr | None = Field(
+        default=None,
+        min_length=32,
+        description=(
+            "HMAC key of the bedside form's session cookie and CSRF tokens. Empty: a random key per process "
+            "(sessions end with the process; set it when several processes serve the form)."
         ),
     )
 

@@ -5,41 +5,49 @@ survives a killed process), PostgreSQL when the URL says so. SQLAlchemy 2 Core w
 no hand-written SQL dialect switch.
 
 A record is committed before the answer is sent. If it cannot be, the caller gets StoreUnavailable
-and must not give the grade. Under load, `AuditWriter` commits the records of concurrent requests
-together (group commit): one transaction and one sync to disk for many records, each request still
-waiting for the commit that holds its own record.
+and must not give the grade. Audit rows are written by one function, `insert_records`, and only in
+the grading processes (service/grader.py): there the records of a batch of requests are committed
+together, and an episode write commits its records in its own transaction.
+
+When the service knows that a committed record's answer was not delivered (the grading process gave
+its reply too late, crashed after committing, or the request was cancelled), the record is marked
+in `undelivered`: a row of its own, so that the mark holds whether it is written before or after the
+record itself. `GET /v1/assessments/{id}` shows it as `delivered: false`.
+
+Every wait on the store is bounded: `lock_timeout_s` is SQLite's busy timeout and PostgreSQL's
+lock_timeout and statement_timeout, so a stalled store is an error (StoreUnavailable) in bounded
+time, not a request held for ever.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
-import threading
 import time
 import uuid
-from concurrent.futures import Future
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Column, DateTime, Float, MetaData, String, Table, create_engine, event, select, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from aegrade.models import AssessmentResult
+from service.errors import StoreUnavailable
 
 __all__ = [
     "AuditRecord",
     "AuditStore",
-    "AuditWriter",
     "RawJSON",
     "StoreUnavailable",
     "assessments",
+    "insert_records",
     "metadata",
-    "sqlite_pragmas",
     "strict_json",
+    "undelivered",
 ]
 
 logger = logging.getLogger("aegrade.store")
@@ -59,9 +67,14 @@ assessments = Table(
     Column("duration_ms", Float, nullable=False),
 )
 
+undelivered = Table(
+    "undelivered",
+    metadata,
+    Column("assessment_id", String(32), primary_key=True),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+    Column("reason", String(200), nullable=False),
+)
 
-class StoreUnavailable(Exception):
-    """The audit store cannot be written or read."""
 
 
 class RawJSON(str):
@@ -80,6 +93,7 @@ class AuditRecord:
     error: dict[str, Any] | None
     rulesets: list[dict[str, Any]]
     duration_ms: float
+    undelivered_reason: str | None = None  # read back only: why the answer was not delivered
 
     @classmethod
     def graded(
@@ -123,6 +137,14 @@ class AuditRecord:
             "duration_ms": self.duration_ms,
         }
 
+    def as_read(self) -> dict[str, Any]:
+        """The record as `GET /v1/assessments/{id}` shows it."""
+        return {
+            **self.as_dict(),
+            "delivered": self.undelivered_reason is None,
+            "undelivered_reason": self.undelivered_reason,
+        }
+
 
 def strict_json(value: Any) -> str:
     if isinstance(value, RawJSON):
@@ -131,30 +153,56 @@ def strict_json(value: Any) -> str:
 
 
 class AuditStore:
-    """Writes and reads audit records through SQLAlchemy."""
+    """Writes and reads audit records through SQLAlchemy: one engine per process.
 
-    def __init__(self, url: str) -> None:
+    `immediate`: SQLite write transactions take the database's write lock when they begin (BEGIN
+    IMMEDIATE), so that what an episode write reads cannot change before it commits. The grading
+    processes, which do every write that grades, use it; the web process, which mostly reads, does
+    not (its reads must not wait for the writers' lock).
+    """
+
+    def __init__(self, url: str, *, lock_timeout_s: float = 30.0, immediate: bool = False) -> None:
         parsed = make_url(url)
         self.backend = parsed.get_backend_name()
-        kwargs: dict[str, Any] = {"json_serializer": strict_json, "pool_pre_ping": True}
+        self.lock_timeout_s = lock_timeout_s
+        kwargs: dict[str, Any] = {"json_serializer": strict_json, "pool_pre_ping": True, "hide_parameters": True}
+        milliseconds = max(1, round(lock_timeout_s * 1000))
         if self.backend == "sqlite":
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": lock_timeout_s}
+        elif self.backend == "postgresql":
+            given = parsed.query.get("options", "")  # the URL's own options (a search_path, say) stay
+            given = " ".join(given) if isinstance(given, tuple) else given
+            kwargs["connect_args"] = {
+                "connect_timeout": max(1, round(lock_timeout_s)),
+                "options": f"{given} -c lock_timeout={milliseconds} -c statement_timeout={milliseconds}".strip(),
+            }
+            kwargs["pool_timeout"] = lock_timeout_s
         self.engine: Engine = create_engine(url, **kwargs)
         self._last_ok = 0.0
+        self._last_failed = 0.0
         self._last_ping: tuple[float, bool] = (0.0, False)
         if self.backend == "sqlite":
-            event.listen(self.engine, "connect", sqlite_pragmas)
+            event.listen(self.engine, "connect", _sqlite_pragmas(milliseconds, immediate=immediate))
+            if immediate:
+                event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
 
     @property
     def safe_url(self) -> str:
         """The URL without its password, for logs."""
         return self.engine.url.render_as_string(hide_password=True)
 
-    def create_schema(self) -> None:
+    def create_schema(self, *, migrate: bool = True) -> None:
+        """Bring the schema to this code's revision (service/migrations), or with `migrate` false
+        only check it; SchemaMismatch (service.migrations) when the service must not start on it."""
+        from service import migrations  # it imports this module
+
         try:
-            metadata.create_all(self.engine)
+            migrations.prepare(self, migrate=migrate)
+        except migrations.SchemaMismatch as exc:
+            logger.error("the service cannot start on this audit store: %s", exc)
+            raise
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"cannot prepare the audit store at {self.safe_url}: {type(exc).__name__}") from exc
 
@@ -166,16 +214,50 @@ class AuditStore:
         """Commit records in one transaction: all are stored, or none and StoreUnavailable."""
         try:
             with self.engine.begin() as connection:
-                connection.execute(assessments.insert(), [r.as_dict() for r in records])
+                insert_records(connection, records)
         except (SQLAlchemyError, ValueError, TypeError) as exc:
+            self.failed()
             ids = ", ".join(r.id for r in records[:3]) + (" ..." if len(records) > 3 else "")
             raise StoreUnavailable(f"audit record(s) {ids} not stored: {type(exc).__name__}") from exc
+        self.succeeded()
+
+    def mark_undelivered(self, assessment_ids: Iterable[str], reason: str, *, failure: AuditRecord | None = None) -> None:
+        """Mark committed (or yet to be committed) records as not delivered, and put `failure` on
+        record, in one transaction; raises StoreUnavailable."""
+        now = datetime.now(timezone.utc)
+        rows = [{"assessment_id": i, "marked_at": now, "reason": reason[:200]} for i in dict.fromkeys(assessment_ids)]
+        try:
+            with self.engine.begin() as connection:
+                if failure is not None:
+                    insert_records(connection, [failure])
+                for row in rows:
+                    try:
+                        with connection.begin_nested():
+                            connection.execute(undelivered.insert(), row)
+                    except IntegrityError:
+                        pass  # marked before
+        except (SQLAlchemyError, ValueError, TypeError) as exc:
+            self.failed()
+            raise StoreUnavailable(f"undelivered answers not marked: {type(exc).__name__}") from exc
+        self.succeeded()
+
+    def succeeded(self) -> None:
+        """A write committed (here, or in a grading process that said so)."""
         self._last_ok = time.monotonic()
 
+    def failed(self) -> None:
+        """A write failed (here, or in a grading process that said so)."""
+        self._last_failed = time.monotonic()
+
     def get(self, record_id: str) -> AuditRecord | None:
+        query = (
+            select(assessments, undelivered.c.reason.label("undelivered_reason"))
+            .outerjoin(undelivered, undelivered.c.assessment_id == assessments.c.id)
+            .where(assessments.c.id == record_id)
+        )
         try:
             with self.engine.connect() as connection:
-                row = connection.execute(select(assessments).where(assessments.c.id == record_id)).mappings().first()
+                row = connection.execute(query).mappings().first()
         except SQLAlchemyError as exc:
             raise StoreUnavailable(f"audit store unreadable: {type(exc).__name__}") from exc
         if row is None:
@@ -192,16 +274,38 @@ class AuditStore:
             error=row["error"],
             rulesets=row["rulesets"],
             duration_ms=row["duration_ms"],
+            undelivered_reason=row["undelivered_reason"],
         )
 
     def ids(self) -> set[str]:
         with self.engine.connect() as connection:
             return set(connection.execute(select(assessments.c.id)).scalars())
 
-    def ping(self) -> bool:
+    def undelivered_ids(self) -> set[str]:
+        with self.engine.connect() as connection:
+            return set(connection.execute(select(undelivered.c.assessment_id)).scalars())
+
+    def ping(self, *, wait_s: float = 1.0) -> bool:
+        """Whether the store can take a write now: a transaction that takes the lock an audit
+        insert needs, waiting at most `wait_s` seconds for it, and is rolled back."""
+        milliseconds = max(1, round(wait_s * 1000))
         try:
             with self.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+                if self.backend == "postgresql":
+                    with connection.begin() as transaction:
+                        connection.execute(text(f"SET LOCAL lock_timeout = {milliseconds}"))
+                        connection.execute(text(f"SET LOCAL statement_timeout = {milliseconds}"))
+                        connection.execute(text("LOCK TABLE assessments IN ROW EXCLUSIVE MODE"))
+                        transaction.rollback()
+                elif self.backend == "sqlite":
+                    connection.exec_driver_sql(f"PRAGMA busy_timeout={milliseconds}")
+                    try:
+                        connection.exec_driver_sql("BEGIN IMMEDIATE")
+                        connection.exec_driver_sql("ROLLBACK")
+                    finally:
+                        connection.exec_driver_sql(f"PRAGMA busy_timeout={max(1, round(self.lock_timeout_s * 1000))}")
+                else:
+                    connection.execute(text("SELECT 1"))
             ok = True
         except SQLAlchemyError:
             ok = False
@@ -209,13 +313,16 @@ class AuditStore:
         return ok
 
     def recently_ok(self, *, within_s: float) -> bool | None:
-        """True when a ping or a commit succeeded within `within_s` seconds (and no ping failed
-        since); None when that is not known and a ping is due."""
+        """True when a ping or a commit succeeded within `within_s` seconds and nothing failed
+        since; False when the latest news is a failure within that time; None when that is not
+        known and a ping is due."""
         now = time.monotonic()
         pinged_at, ping_ok = self._last_ping
-        if now - pinged_at < within_s:
-            return ping_ok
-        if ping_ok and now - self._last_ok < within_s:
+        latest_ok = max(self._last_ok, pinged_at if ping_ok else 0.0)
+        latest_failed = max(self._last_failed, pinged_at if not ping_ok else 0.0)
+        if latest_failed > latest_ok and now - latest_failed < within_s:
+            return False
+        if now - latest_ok < within_s:
             return True
         return None
 
@@ -223,64 +330,24 @@ class AuditStore:
         self.engine.dispose()
 
 
-class AuditWriter:
-    """Commits audit records from one thread, many to a transaction when requests come together.
-
-    `submit` returns a future that completes when the record is committed (or fails with
-    StoreUnavailable); the caller answers only after that.
-    """
-
-    def __init__(self, store: AuditStore, *, max_batch: int = 256) -> None:
-        self.store = store
-        self.max_batch = max_batch
-        self._queue: queue.SimpleQueue[tuple[AuditRecord, Future[None]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="aegrade-audit-writer", daemon=True)
-        self._thread.start()
-
-    def submit(self, record: AuditRecord) -> Future[None]:
-        future: Future[None] = Future()
-        if not self._thread.is_alive():
-            future.set_exception(StoreUnavailable("the audit writer is stopped"))
-        else:
-            self._queue.put((record, future))
-        return future
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._queue.put(None)  # finish this batch, then stop
-                    break
-                batch.append(more)
-            try:
-                self.store.record_many([record for record, _ in batch])
-            except StoreUnavailable as exc:
-                for _, future in batch:
-                    future.set_exception(exc)
-            except BaseException as exc:  # never leave a request waiting
-                for _, future in batch:
-                    future.set_exception(StoreUnavailable(f"audit writer failed: {type(exc).__name__}"))
-            else:
-                for _, future in batch:
-                    future.set_result(None)
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Commit what is queued, then stop."""
-        self._queue.put(None)
-        self._thread.join(timeout)
+def insert_records(connection: Connection, records: list[AuditRecord]) -> None:
+    """Write audit records in the caller's transaction: the one place audit rows are written."""
+    if records:
+        connection.execute(assessments.insert(), [r.as_dict() for r in records])
 
 
-def sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int, *, immediate: bool) -> Any:
+    """The connect hook of a SQLite store: WAL, full syncs, the busy timeout; with `immediate`,
+    pysqlite's own transaction handling off, so that SQLAlchemy's BEGIN IMMEDIATE is the one
+    (SQLAlchemy's documented recipe)."""
+
+    def pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+        if immediate:
+            dbapi_connection.isolation_level = None
+
+    return pragmas

@@ -1,37 +1,37 @@
-"""Shared test set-up: the hypothesis profiles, and the engine built once per session.
+"""Shared test set-up: the hypothesis profiles (tests/profiles.py), the engine built once per
+session, and the audit store's databases.
 
-Profiles: "ci" (fixed seed, 400 examples a property; loaded automatically when CI is set) and
-"dev" (300 random examples, for quick local runs). Choose one with HYPOTHESIS_PROFILE.
+Profiles: "ci" (fixed seed, 400 examples a property; loaded automatically when CI is set), "dev"
+(300 random examples, for local runs) and "fast" (fixed seed, 20 examples; loaded automatically for
+the fast lane, `-m "not slow"`). HYPOTHESIS_PROFILE chooses one explicitly.
 
 Since v1.1 an incomplete result tries the values of each open input (`undetermined_by`), so one
 assessment costs a few milliseconds instead of a fraction of one: 2,000 examples a property took
-the suite past 15 minutes on 2 cores. The boundaries themselves are pinned by the unit tests just
-below, at and just above every threshold; the properties look for what those miss.
+the suite past 15 minutes on 2 cores. The boundaries themselves are pinned by the unit tests
+(tests/unit/test_boundaries.py, test_thrombosis_boundaries.py), at and just above every threshold;
+the properties look for what those miss.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 
 import aegrade
+from tests import profiles
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 
-settings.register_profile(
-    "ci",
-    max_examples=400,
-    derandomize=True,
-    deadline=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile("dev", max_examples=300, deadline=None)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+profiles.load(profiles.choose(""))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    profiles.load(profiles.choose(config.getoption("markexpr", "") or ""))
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +59,9 @@ def postgres_unavailable_reason() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def postgres_schema_url() -> object:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped at the end of the session."""
+@contextmanager
+def _fresh_postgres_schema() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a new schema, dropped on leaving (skips without PostgreSQL)."""
     reason = postgres_unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -73,16 +73,46 @@ def postgres_schema_url() -> object:
     admin = sqlalchemy.create_engine(POSTGRES_URL)
     with admin.begin() as connection:
         connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_schema_url() -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a fresh schema, shared by the whole session (every test
+    on PostgreSQL sees the others' records), dropped at its end."""
+    with _fresh_postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite: a new file for the test. PostgreSQL: the session's schema, shared with other tests."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    return str(request.getfixturevalue("postgres_schema_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def private_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store no other test sees, on both databases (PostgreSQL: a schema of its own), for tests
+    that break it (drop a table) or need it empty."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+        return
+    with _fresh_postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def shared_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One store per database for the whole session: the shared services' (tests/api/conftest.py)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('shared') / 'audit.sqlite3'}"
     return str(request.getfixturevalue("postgres_schema_url"))
 
 

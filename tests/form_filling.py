@@ -74,3 +74,26 @@ def form_fields(request: dict[str, Any]) -> dict[str, list[str]]:
         if section == "blinatumomab":
             out["blinatumomab.on"] = ["yes"]
     return out
+
+
+# ---- posting the form as a browser does: with the page's CSRF token -------------------------------
+
+CSRF_FIELD = "csrf_token"
+
+
+def csrf_token(html: str) -> str:
+    """The hidden CSRF token of a form page (the form, the login page)."""
+    import re
+
+    found = re.search(r'<input type="hidden" name="csrf_token" value="([^"]+)">', html)
+    if found is None:
+        raise AssertionError("the page has no CSRF token")
+    return found.group(1)
+
+
+def post_form(client: Any, fields: dict[str, Any], path: str = "/") -> Any:
+    """POST the form as a browser would after opening it: GET the page (which sets the cookie the
+    token is bound to), then send the fields with its token. `client` is a TestClient or an
+    httpx.Client (which keeps the cookies)."""
+    page = client.get(path if path != "/logout" else "/")
+    return client.post(path, data={**fields, CSRF_FIELD: csrf_token(page.text)})

@@ -25,7 +25,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from aegrade import models
-from aegrade.rulefile import FactTest, LoadedRuleSet, NumberSetting, SbpFormula, iter_tests, load_rulesets
+from aegrade.rulefile import FactTest, LoadedRuleSet, NumberSetting, OxygenFlow, SbpFormula, iter_tests, load_rulesets
 
 __all__ = [
     "FIELD_BOUNDS",
@@ -33,6 +33,7 @@ __all__ = [
     "blinatumomab_sections",
     "crs_sections",
     "fact_values",
+    "flow_devices",
     "invalid_assessments",
     "neuro_sections",
     "patients",
@@ -87,6 +88,15 @@ def thresholds(fact: str) -> list[float]:
                     values = test.value if isinstance(test.value, list) else [test.value]
                     found.update(float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool))
     return sorted(found)
+
+
+def flow_devices() -> OxygenFlow:
+    """The CRS rule file's oxygen devices that need a flow (`required_with`) or are asked one."""
+    for rs in _rulesets():
+        declared = rs.file.derivations.oxygen_flow
+        if rs.file.subject == "crs" and rs.file.role == "primary" and declared is not None:
+            return declared
+    raise LookupError("no active primary CRS rule file declares derivations.oxygen_flow")
 
 
 def _age_thresholds() -> list[float]:
@@ -214,7 +224,7 @@ def oxygen_sections(draw: Draw) -> Payload:
     device = draw(st.sampled_from(DEVICES))
     out: Payload = {"device": device}
     flow_near = thresholds("oxygen_flow_l_min")
-    if device in ("nasal_cannula", "high_flow_nasal_cannula"):
+    if device in flow_devices().required_with:
         out["flow_l_min"] = draw(_number(0, 80, flow_near, exclusive_lo=True))
     elif device == "none":
         if draw(st.booleans()):
@@ -509,7 +519,7 @@ def invalid_assessments(draw: Draw) -> tuple[Payload, tuple[str | int, ...]]:
             for key in ("ice", "ice_score", "capd", "capd_score"):
                 base["neuro"].pop(key, None)
         if path[:2] == ("crs", "oxygen"):
-            base.setdefault("crs", {})["oxygen"] = {"device": "high_flow_nasal_cannula"}
+            base.setdefault("crs", {})["oxygen"] = {"device": flow_devices().required_with[-1]}
         if path[:2] == ("vitals", "temperature_c"):
             base.setdefault("vitals", {}).pop("temperature_f", None)
         if path[:2] == ("vitals", "temperature_f"):
@@ -587,7 +597,7 @@ def _contradiction(draw: Draw, base: Payload) -> tuple[Payload, tuple[str | int,
         base["crs"].pop("hypotension", None)
         return base, ("crs", "vasopressors", 1)
     if which in ("cannula_without_flow", "cannula_at_zero"):
-        device = draw(st.sampled_from(["nasal_cannula", "high_flow_nasal_cannula"]))
+        device = draw(st.sampled_from(flow_devices().required_with))
         oxygen: Payload = {"device": device}
         if which == "cannula_at_zero":
             oxygen["flow_l_min"] = 0

@@ -60,3 +60,39 @@ def hanging_engine(config: GraderConfig) -> Engine:
     engine = _engine(config)
     engine.__class__ = type("Hanging", (_Faulty,), {"fault": "hang"})
     return engine
+
+
+def _marked(graded: Any) -> bool:
+    """Whether a batch the grading process is committing holds a marked request."""
+    return any(str(MARKER_AGE) in str(record.request) for record in graded.records)
+
+
+def _after_commit(action: str) -> Any:
+    """Patch the grading process's commit (service.grader._commit, in this process only): once a
+    batch with a marked request is committed, do `action` before the reply is sent."""
+    import service.grader as grader
+
+    commit = grader._commit
+
+    def committed_then(store: Any, graded: Any) -> Any:
+        replies = commit(store, graded)
+        if _marked(graded):
+            if action == "crash":
+                os._exit(70)  # as a crash after the commit, before the reply
+            time.sleep(3600)  # a reply that comes too late
+        return replies
+
+    grader._commit = committed_then  # type: ignore[assignment]
+    return commit
+
+
+def crash_after_commit_engine(config: GraderConfig) -> Engine:
+    """The record of a marked request is committed, then the grading process dies."""
+    _after_commit("crash")
+    return _engine(config)
+
+
+def late_reply_engine(config: GraderConfig) -> Engine:
+    """The record of a marked request is committed, then the reply never comes in time."""
+    _after_commit("late")
+    return _engine(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,11 @@ def test_invalid_input_is_422_naming_the_field(client: TestClient, raw: str, loc
     assert {"loc": loc, "type": kind} in [{"loc": d["loc"], "type": d["type"]} for d in details], details
 
 
-def test_rejected_input_is_not_stored(client: TestClient, database_url: str) -> None:
-    before = _count(database_url)
-    client.post("/v1/assessments", json={"patient": {"age_years": "forty"}})
-    assert _count(database_url) == before
+def test_rejected_input_is_not_stored(client: TestClient, shared_database_url: str) -> None:
+    marker = f"forty-{uuid.uuid4().hex}"  # the shared store holds other tests' records: look for this one's
+    response = client.post("/v1/assessments", json={"patient": {"age_years": marker}})
+    assert response.status_code == 422
+    assert _count(shared_database_url, marker) == 0
 
 
 # ---- 401 -----------------------------------------------------------------------------------------
@@ -160,17 +162,20 @@ def test_unknown_assessment_is_404_and_bad_id_is_422(client: TestClient) -> None
 # ---- 500 and 503: no grade without a record, no grade from disagreeing evaluators ------------------
 
 
-def test_store_failure_is_503_and_no_grade(client: TestClient, database_url: str) -> None:
-    engine = sqlalchemy.create_engine(database_url)
-    with engine.begin() as connection:
-        connection.execute(sqlalchemy.text("DROP TABLE assessments"))
-    engine.dispose()
-    response = client.post("/v1/assessments", json=REQUEST)
-    assert response.status_code == 503
-    assert response.json() == {
-        "detail": {"code": "store_unavailable", "message": "the audit store cannot be written: no grade was given"}
-    }
-    assert client.get("/healthz").status_code == 200  # the store answers; one table is gone
+def test_store_failure_is_503_and_no_grade(private_database_url: str) -> None:
+    """A service of its own, on a store of its own: the test drops a table."""
+    with TestClient(create_app(ServiceSettings(database_url=private_database_url))) as client:
+        engine = sqlalchemy.create_engine(private_database_url)
+        with engine.begin() as connection:
+            connection.execute(sqlalchemy.text("DROP TABLE assessments"))
+        engine.dispose()
+        response = client.post("/v1/assessments", json=REQUEST)
+        assert response.status_code == 503
+        assert response.json() == {
+            "detail": {"code": "store_unavailable", "message": "the audit store cannot be written: no grade was given"}
+        }
+        health = client.get("/healthz")  # the store answers, but the last write failed: not healthy
+        assert health.status_code == 503 and health.json() == {"status": "unavailable", "store": "unavailable"}
 
 
 def test_evaluator_disagreement_is_500_with_its_code_and_on_record(database_url: str) -> None:
@@ -233,5 +238,12 @@ def _rows(database_url: str, sql: str) -> list[Any]:
         engine.dispose()
 
 
-def _count(database_url: str) -> int:
-    return int(_rows(database_url, "SELECT count(*) FROM assessments")[0][0])
+def _count(database_url: str, marker: str) -> int:
+    """The records whose request contains `marker`."""
+    engine = sqlalchemy.create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            sql = sqlalchemy.text("SELECT count(*) FROM assessments WHERE CAST(request AS TEXT) LIKE :m")
+            return int(connection.execute(sql, {"m": f"%{marker}%"}).scalar_one())
+    finally:
+        engine.dispose()

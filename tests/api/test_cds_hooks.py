@@ -69,7 +69,7 @@ def test_discovery_conforms_and_lists_both_hooks(client: TestClient) -> None:
         assert all("{{context.patientId}}" in template for template in service["prefetch"].values())
 
 
-def test_round_trip_call_cards_and_feedback(client: TestClient, database_url: str) -> None:
+def test_round_trip_call_cards_and_feedback(client: TestClient, shared_database_url: str) -> None:
     response = client.post("/cds-services/aegrade-toxicity", json=_call("V06"))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -95,9 +95,12 @@ def test_round_trip_call_cards_and_feedback(client: TestClient, database_url: st
     _validate(feedback, "feedback")
     stored = client.post("/cds-services/aegrade-toxicity/feedback", json=feedback)
     assert stored.status_code == 200 and stored.json() == {"stored": 2}
-    engine = sqlalchemy.create_engine(database_url)
-    with engine.connect() as connection:
-        rows = connection.execute(sqlalchemy.text("SELECT card, outcome FROM cds_feedback ORDER BY id")).all()
+    engine = sqlalchemy.create_engine(shared_database_url)
+    with engine.connect() as connection:  # the shared store holds other tests' feedback: this test's cards only
+        rows = connection.execute(
+            sqlalchemy.text("SELECT card, outcome FROM cds_feedback WHERE card IN (:a, :b) ORDER BY id"),
+            {"a": crs["uuid"], "b": icans["uuid"]},
+        ).all()
     engine.dispose()
     assert [(r.card, r.outcome) for r in rows] == [(crs["uuid"], "accepted"), (icans["uuid"], "overridden")]
 
@@ -159,10 +162,10 @@ def test_a_long_bound_keeps_the_summary_under_140_characters() -> None:
     inputs = [UndeterminedInput(input=f"neuro.some_long_input_name_{i}", up_to=4) for i in range(8)]
     domain = CrsResult(scale="ASTCT 2019", ruleset="astct-crs@1.1.0", grade=1, grade_max=4, undetermined_by=inputs,
                        status="incomplete", drivers=[], domains={}, missing=[])
-    summary = _domain_summary("CRS", domain)
+    summary = _domain_summary("CRS", domain, 1)
     assert len(summary) < 140 and "grade 1 (up to 4)" in summary
     undetermined = domain.model_copy(update={"grade": None, "status": "not_assessable"})
-    summary = _domain_summary("CRS", undetermined)
+    summary = _domain_summary("CRS", undetermined, 1)
     assert len(summary) < 140 and "undetermined" in summary and "up to 4" in summary
 
 

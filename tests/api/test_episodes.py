@@ -214,7 +214,7 @@ def test_non_masking_treatment_regrades_nothing(client: TestClient) -> None:
 # ---- idempotency ----------------------------------------------------------------------------------
 
 
-def test_same_idempotency_key_is_stored_once(client: TestClient, database_url: str) -> None:
+def test_same_idempotency_key_is_stored_once(client: TestClient, shared_database_url: str) -> None:
     patient = new_patient()
     body = observation(f"{DAY1}T10:00:00Z", **FEVER_HYPOTENSION)
     first = client.post(f"/v1/patients/{patient}/observations", json=body, headers={"Idempotency-Key": "msg-0001"})
@@ -223,7 +223,7 @@ def test_same_idempotency_key_is_stored_once(client: TestClient, database_url: s
     assert again.json() == first.json()
     assert again.headers["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.headers
     assert len(episode(client, patient)["timeline"]) == 1
-    engine = sqlalchemy.create_engine(database_url)
+    engine = sqlalchemy.create_engine(shared_database_url)
     with engine.connect() as conn:
         rows = conn.execute(sqlalchemy.text("SELECT count(*) FROM observations WHERE patient_id = :p"), {"p": patient})
         assert rows.scalar() == 1

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.app import create_app
 from service.form import parse_form
 from service.settings import ServiceSettings
-from tests.form_filling import form_fields
+from tests.form_filling import csrf_token, form_fields, post_form
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "vignettes"
 VIGNETTES = [
@@ -77,7 +77,7 @@ def test_static_files_are_served_by_the_service(client: TestClient) -> None:
 @pytest.mark.parametrize("vignette", VIGNETTES, ids=lambda v: f"{'flags' if 'expected_flags' in v else 'grades'}-{v['id']}")
 def test_form_grades_every_vignette_as_the_api_does(client: TestClient, vignette: dict[str, Any]) -> None:
     api = client.post("/v1/assessments", json=vignette["request"]).json()
-    page = client.post("/", data=form_fields(vignette["request"]))
+    page = post_form(client, form_fields(vignette["request"]))
     assert page.status_code == 200, shown(page.text)["errors"]
     seen = shown(page.text)
     for title, part in (("CRS", api["crs"]), ("ICANS", api["icans"])):
@@ -104,7 +104,7 @@ def test_form_grades_every_vignette_as_the_api_does(client: TestClient, vignette
 
 
 def test_a_form_grade_is_on_record(client: TestClient) -> None:
-    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38.2"})
+    page = post_form(client, {"patient.age_years": "40", "vitals.temperature": "38.2"})
     record_id = shown(page.text)["id"]
     record = client.get(f"/v1/assessments/{record_id}").json()
     assert record["outcome"] == "graded"
@@ -123,7 +123,7 @@ def test_none_ticked_means_an_empty_list() -> None:
 
 
 def test_missing_domains_are_shown_as_not_reported(client: TestClient) -> None:
-    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38.5"}).text
+    page = post_form(client, {"patient.age_years": "40", "vitals.temperature": "38.5"}).text
     assert "<strong>Not reported:</strong> hypotension, oxygen" in page
     assert 'Not reported</p>\n    <p>Nothing for this grade was entered' in page  # the ICANS card
 
@@ -150,7 +150,7 @@ def test_missing_domains_are_shown_as_not_reported(client: TestClient) -> None:
 def test_errors_are_next_to_their_field_in_plain_words_and_input_is_kept(
     client: TestClient, fields: dict[str, Any], field: str, message: str
 ) -> None:
-    page = client.post("/", data=fields)
+    page = post_form(client, fields)
     assert page.status_code == 422
     if field:
         block = re.search(rf'<p class="error" id="{re.escape(field)}-error">(.*?)</p>', page.text)
@@ -169,18 +169,59 @@ def test_a_body_that_is_not_a_form_is_400_not_500(client: TestClient) -> None:
     assert page.status_code == 400 and "could not be read" in page.text
 
 
-def test_the_form_needs_no_api_key(tmp_path: Path) -> None:
-    settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", api_keys=["k" * 20])
-    with TestClient(create_app(settings)) as client:
+def test_with_api_keys_the_form_needs_a_session_opened_once_with_a_key(tmp_path: Path) -> None:
+    key = "k" * 20
+    settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", api_keys=[key])
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        assert client.get("/").headers["location"] == "/login" and client.get("/").status_code == 303
+        refused = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38"})
+        assert refused.status_code == 303 and refused.headers["location"] == "/login"
+        login = client.get("/login")
+        assert login.status_code == 200 and 'type="password"' in login.text
+        wrong = client.post("/login", data={"key": "w" * 20, "csrf_token": csrf_token(login.text)})
+        assert wrong.status_code == 401 and "not valid" in wrong.text and "aegrade_session" not in client.cookies
+        no_token = client.post("/login", data={"key": key})
+        assert no_token.status_code == 403 and "aegrade_session" not in client.cookies
+        signed_in = client.post("/login", data={"key": key, "csrf_token": csrf_token(client.get("/login").text)})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+        cookie = signed_in.headers["set-cookie"].lower()
+        assert "aegrade_session=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
         assert client.get("/").status_code == 200
-        assert client.post("/", data={"patient.age_years": "40", "vitals.temperature": "38"}).status_code == 200
+        assert post_form(client, {"patient.age_years": "40", "vitals.temperature": "38"}).status_code == 200
+        # the session opens the form only: the API still wants its bearer key
+        assert client.get("/v1/rulesets").status_code == 401
+        # a forged or tampered session is no session
+        value = client.cookies["aegrade_session"]
+        forger = TestClient(client.app, follow_redirects=False)
+        forger.cookies.set("aegrade_session", value[:-1] + ("0" if value[-1] != "0" else "1"))
+        assert forger.get("/").status_code == 303
+        out = client.post("/logout", data={"csrf_token": csrf_token(client.get("/").text)})
+        assert out.status_code == 303 and out.headers["location"] == "/login"
+        assert client.get("/").status_code == 303
+
+
+def test_a_post_without_the_pages_csrf_token_is_refused_and_not_recorded(client: TestClient) -> None:
+    """Without keys too: a cross-site form cannot write audit records. The values come back to be sent again."""
+    fields = {"patient.age_years": "40", "vitals.temperature": "38.2"}
+    client.get("/")  # the cookie the token is bound to
+    for token in (None, "0" * 64, "not-a-token"):
+        page = client.post("/", data=fields if token is None else {**fields, "csrf_token": token})
+        assert page.status_code == 403 and shown(page.text)["id"] is None
+        assert 'name="patient.age_years" value="40"' in page.text and "could not be verified" in page.text
+        assert post_form(client, fields).status_code == 200  # sent again from the page: graded
+    # a token from another browser (another cookie) does not fit this one's cookie
+    other = TestClient(client.app)
+    other_token = csrf_token(other.get("/").text)
+    assert client.post("/", data={**fields, "csrf_token": other_token}).status_code == 403
+    cookie = client.get("/").headers.get("set-cookie")
+    assert cookie is None, "the CSRF cookie is set once, not on every page"
 
 
 # ---- v1.1: grades with their bound, what could apply, attribution ---------------------------------
 
 
 def test_an_incomplete_grade_is_shown_with_its_bound_never_bare(client: TestClient) -> None:
-    page = client.post("/", data={"patient.age_years": "40", "vitals.temperature": "39"}).text
+    page = post_form(client, {"patient.age_years": "40", "vitals.temperature": "39"}).text
     seen = shown(page)
     assert seen["cards"]["CRS"] == ("1", "incomplete") and seen["grade_max"]["CRS"] == "4"
     text = seen["grade_text"]["CRS"]
@@ -193,7 +234,7 @@ def test_an_incomplete_grade_is_shown_with_its_bound_never_bare(client: TestClie
 def test_a_settled_grade_shows_no_bound(client: TestClient) -> None:
     fields = {"patient.age_years": "40", "vitals.temperature": "39", "crs.hypotension": "no",
               "crs.vasopressors": "none", "crs.oxygen.device": "none"}
-    seen = shown(client.post("/", data=fields).text)
+    seen = shown(post_form(client, fields).text)
     assert seen["cards"]["CRS"] == ("1", "graded") and seen["grade_max"]["CRS"] == "1"
     assert seen["grade_text"]["CRS"] == "Grade 1"
 
@@ -201,11 +242,11 @@ def test_a_settled_grade_shows_no_bound(client: TestClient) -> None:
 def test_not_assessable_with_a_bound_says_what_is_missing(client: TestClient) -> None:
     fields = {"patient.age_years": "40", "vitals.temperature": "37.2", "crs.vasopressors": "norepinephrine",
               "crs.oxygen.device": "none"}
-    seen = shown(client.post("/", data=fields).text)
+    seen = shown(post_form(client, fields).text)
     assert seen["cards"]["CRS"] == ("", "not_assessable")
     assert seen["grade_text"]["CRS"] == "Not assessable (up to 3: crs.fever_masked not reported)"
     # answering the question the bound names settles it
-    seen = shown(client.post("/", data={**fields, "crs.fever_masked": "no"}).text)
+    seen = shown(post_form(client, {**fields, "crs.fever_masked": "no"}).text)
     assert seen["cards"]["CRS"] == ("0", "no_crs") and "up to" not in seen["grade_text"]["CRS"]
 
 
@@ -223,7 +264,7 @@ def test_undetermined_actions_and_notes_are_shown(client: TestClient) -> None:
     api = client.post("/v1/assessments", json={"patient": {"age_years": 30, "weight_kg": 30}, "neuro": {"ice_score": 5},
                                                 "blinatumomab": {"dose": {"value": 9, "unit": "mcg/day"}}}).json()
     assert api["undetermined_actions"] and api["notes"]
-    page = client.post("/", data=fields).text
+    page = post_form(client, fields).text
     assert shown(page)["undetermined_actions"] == [a["id"] for a in api["undetermined_actions"]]
     first = api["undetermined_actions"][0]
     item = re.search(rf'data-action="{first["id"]}">(.*?)</li>', page, re.S)
@@ -249,11 +290,11 @@ def test_the_attribution_checkboxes_are_offered_and_sent(client: TestClient) -> 
     fields = {"patient.age_years": "40", "vitals.temperature": "39", "crs.fever_other_cause": "yes",
               "crs.fever_masked": "no", "crs.hypotension": "no", "crs.vasopressors": "none", "crs.oxygen.device": "none"}
     assert parse_form({k: [v] for k, v in fields.items()}).data["crs"]["fever_other_cause"] is True
-    seen = shown(client.post("/", data=fields).text)
+    seen = shown(post_form(client, fields).text)
     assert seen["cards"]["CRS"] == ("0", "no_crs"), "a fever from another cause does not count"
     seizure = {"patient.age_years": "40", "neuro.seizure": "resolved_rapidly", "neuro.seizure_other_cause": "yes"}
     api = client.post("/v1/assessments", json={"patient": {"age_years": 40},
                                                 "neuro": {"seizure": "resolved_rapidly", "seizure_other_cause": True}}).json()
-    seen = shown(client.post("/", data=seizure).text)
+    seen = shown(post_form(client, seizure).text)
     assert seen["cards"]["ICANS"] == ("" if api["icans"]["grade"] is None else str(api["icans"]["grade"]), api["icans"]["status"])
     assert seen["cards"]["ICANS"][0] != "3", "the attributed seizure does not grade ICANS 3"

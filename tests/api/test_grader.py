@@ -35,8 +35,9 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def crashing(database_url: str) -> Iterator[TestClient]:
-    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory="tests.api.faults:crashing_engine")
+def crashing(private_database_url: str) -> Iterator[TestClient]:
+    """A store of its own: other tests (test_one_grading_path.py) crash on the same marker."""
+    app = create_app(ServiceSettings(database_url=private_database_url), grader_engine_factory="tests.api.faults:crashing_engine")
     with TestClient(app) as client:
         yield client
 
@@ -69,14 +70,14 @@ def test_refusals_name_the_field_as_before(
     assert response.json()["detail"][0]["loc"] == first_loc
 
 
-def test_a_crashed_grading_process_gives_no_grade_is_on_record_and_is_replaced(crashing: TestClient, database_url: str) -> None:
+def test_a_crashed_grading_process_gives_no_grade_is_on_record_and_is_replaced(crashing: TestClient, private_database_url: str) -> None:
     grader: Grader = crashing.app.state.grader  # type: ignore[attr-defined]
     (first_pid,) = grader.pids
     response = crashing.post("/v1/assessments", json=MARKED)
     assert response.status_code == 500
     assert response.json()["detail"]["code"] == "engine_error"
     assert "no grade" in response.json()["detail"]["message"]
-    rows = _rows(database_url, "SELECT request, error FROM assessments WHERE outcome = 'engine_error'")
+    rows = _rows(private_database_url, "SELECT request, error FROM assessments WHERE outcome = 'engine_error'")
     crashed = [row for row in rows if str(faults.MARKER_AGE) in str(row[0])]  # the body as received is on record
     assert len(crashed) == 1 and "stopped" in str(crashed[0][1])
     after = crashing.post("/v1/assessments", json=REQUEST)  # waits while the replacement starts

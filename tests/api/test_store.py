@@ -1,16 +1,18 @@
-"""The audit store and its group-commit writer, on SQLite and PostgreSQL."""
+"""The audit store, on SQLite and PostgreSQL: commits, undelivered marks, and a stalled store."""
 
 from __future__ import annotations
 
 import threading
 import uuid
-from concurrent.futures import Future
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy
 
-from service.store import AuditRecord, AuditStore, AuditWriter, RawJSON, StoreUnavailable
+from service.store import AuditRecord, AuditStore, RawJSON, StoreUnavailable
 
 
 def record(**overrides: object) -> AuditRecord:
@@ -28,62 +30,92 @@ def record(**overrides: object) -> AuditRecord:
     return AuditRecord(**fields)  # type: ignore[arg-type]
 
 
-def test_concurrent_submissions_are_all_committed_in_batches(database_url: str) -> None:
+def test_concurrent_commits_are_all_stored(database_url: str) -> None:
     store = AuditStore(database_url)
     store.create_schema()
-    writer = AuditWriter(store)
-    futures: list[Future[None]] = []
-    lock = threading.Lock()
     records = [record() for _ in range(400)]
 
-    def submit(chunk: list[AuditRecord]) -> None:
-        for r in chunk:
-            future = writer.submit(r)
-            with lock:
-                futures.append(future)
+    def commit(chunk: list[AuditRecord]) -> None:
+        for start in range(0, len(chunk), 16):
+            store.record_many(chunk[start : start + 16])
 
-    threads = [threading.Thread(target=submit, args=(records[i::8],)) for i in range(8)]
+    threads = [threading.Thread(target=commit, args=(records[i::8],)) for i in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    for future in futures:
-        future.result(timeout=30)
     assert {r.id for r in records} <= store.ids()
     stored = store.get(records[0].id)
     assert stored is not None and stored.request == {"patient": {"age_years": 40}}  # raw JSON stored as JSON
     assert stored.created_at.tzinfo is not None
-    writer.close()
+    assert stored.as_read()["delivered"] is True
     store.close()
 
 
-def test_a_failed_commit_fails_every_waiting_request(database_url: str) -> None:
-    store = AuditStore(database_url)
+def test_a_failed_commit_stores_nothing_and_says_so(private_database_url: str) -> None:
+    """A store of its own: the test drops a table (the schema is migrated once, not re-created)."""
+    store = AuditStore(private_database_url)
     store.create_schema()
-    engine = sqlalchemy.create_engine(database_url)
+    engine = sqlalchemy.create_engine(private_database_url)
     with engine.begin() as connection:
         connection.execute(sqlalchemy.text("DROP TABLE assessments"))
     engine.dispose()
-    writer = AuditWriter(store)
-    futures = [writer.submit(record()) for _ in range(5)]
-    for future in futures:
-        with pytest.raises(StoreUnavailable):
-            future.result(timeout=30)
-    writer.close()
+    with pytest.raises(StoreUnavailable):
+        store.record_many([record() for _ in range(5)])
+    assert store.recently_ok(within_s=60) is False  # /healthz says unavailable
     store.close()
 
 
-def test_close_commits_what_is_queued_and_then_refuses(tmp_path: object) -> None:
-    store = AuditStore(f"sqlite:///{tmp_path}/a.sqlite3")
+def test_an_answer_marked_undelivered_before_or_after_its_commit_reads_so(database_url: str) -> None:
+    store = AuditStore(database_url)
     store.create_schema()
-    writer = AuditWriter(store)
-    records = [record() for _ in range(50)]
-    futures = [writer.submit(r) for r in records]
-    writer.close()
-    assert all(f.done() and f.exception() is None for f in futures)
-    assert {r.id for r in records} <= store.ids()
-    with pytest.raises(StoreUnavailable):
-        writer.submit(record()).result(timeout=5)
+    early, late, failure = record(), record(), record(outcome="engine_error", result=None)
+    store.mark_undelivered([early.id], "the grading process gave no reply within 30 s")
+    store.record(early)  # the grading process committed after the web process gave up
+    store.record(late)
+    store.mark_undelivered([late.id, late.id], "cancelled", failure=failure)
+    store.mark_undelivered([late.id], "marked twice")  # the first mark stands
+    read_early, read_late = store.get(early.id), store.get(late.id)
+    assert read_early is not None and read_early.as_read()["delivered"] is False
+    assert read_early.undelivered_reason == "the grading process gave no reply within 30 s"
+    assert read_late is not None and read_late.undelivered_reason == "cancelled"
+    assert failure.id in store.ids()
+    assert {early.id, late.id} <= store.undelivered_ids()
+    store.close()
+
+
+@contextmanager
+def write_lock_held(store: AuditStore, database_url: str) -> Iterator[None]:
+    """Another session holds the lock every audit insert needs: the store is stalled."""
+    other = sqlalchemy.create_engine(database_url)
+    with other.connect() as connection:
+        if store.backend == "sqlite":
+            connection.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:
+            connection.begin()
+            connection.execute(sqlalchemy.text("LOCK TABLE assessments IN EXCLUSIVE MODE"))
+        try:
+            yield
+        finally:
+            connection.rollback()
+    other.dispose()
+
+
+def test_a_stalled_store_fails_in_bounded_time_and_recovers(database_url: str) -> None:
+    store = AuditStore(database_url, lock_timeout_s=1.0)
+    store.create_schema()
+    with write_lock_held(store, database_url):
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.record(record())
+        assert time.monotonic() - started < 10
+        assert store.ping(wait_s=0.5) is False
+        assert store.recently_ok(within_s=60) is False
+    assert store.ping(wait_s=0.5) is True
+    kept = record()
+    store.record(kept)
+    assert kept.id in store.ids()
+    assert store.recently_ok(within_s=60) is True
     store.close()
 
 

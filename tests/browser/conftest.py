@@ -42,10 +42,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
+    """A page under the service's Content-Security-Policy: a test fails if the policy blocked anything."""
     context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900})
     opened = context.new_page()
+    blocked: list[str] = []
+    opened.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
     yield opened
     context.close()
+    assert blocked == [], f"the Content-Security-Policy blocked: {blocked}"
 
 
 @pytest.fixture(scope="session")

@@ -230,7 +230,11 @@ def test_an_incomplete_grade_shows_its_bound_and_what_could_apply(page: Page, sc
     page.screenshot(path=screenshots / "incomplete-grade.png", full_page=True)
 
 
-def test_no_serious_accessibility_violations(page: Page, axe_source: str) -> None:
+def test_no_serious_accessibility_violations(browser: Browser, server: Server, axe_source: str) -> None:
+    # axe-core is injected as an inline script, which the service's policy forbids: this context
+    # alone bypasses it (every other test runs under it).
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 900}, bypass_csp=True)
+    page = context.new_page()
     page.goto("/")
     assert serious_violations(page, axe_source) == []
     page.fill(by_id("patient.age_years"), "forty")
@@ -241,3 +245,62 @@ def test_no_serious_accessibility_violations(page: Page, axe_source: str) -> Non
     page.get_by_role("button", name="Grade").click()
     expect(page.locator("#result")).to_be_visible()
     assert serious_violations(page, axe_source) == []
+    context.close()
+
+
+# ---- issue 16: the Content-Security-Policy, the CSRF token, the sign-in --------------------------
+
+
+def test_the_form_works_under_its_content_security_policy_with_its_csrf_token(page: Page, server: Server) -> None:
+    """form.js runs under `script-src 'self'` (the ICE total is its work); the form posts its hidden
+    token; a post from another page (no token) grades nothing. The page fixture fails the test if the
+    policy blocked anything."""
+    response = page.goto("/")
+    assert response is not None
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy and "frame-ancestors 'none'" in policy
+    assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-store"
+    token = page.locator('input[name="csrf_token"]')
+    assert token.count() == 1 and len(token.get_attribute("value") or "") == 64
+    page.fill(by_id("patient.age_years"), "45")
+    for item, score in (("orientation", "4"), ("naming", "3"), ("commands", "1"), ("writing", "1"), ("attention", "1")):
+        page.select_option(by_id(f"neuro.ice.{item}"), score)
+    expect(page.locator("#ice-total")).to_have_text("Total 10 / 10")  # the script ran
+    page.get_by_role("button", name="Grade").click()
+    expect(page.locator("#result")).to_be_visible()
+    # the same fields from a page without the token: refused, nothing graded, the values kept
+    refused = page.request.post("/", form={"patient.age_years": "45", "vitals.temperature": "38.5"})
+    assert refused.status == 403 and 'id="assessment-id"' not in refused.text()
+
+
+def test_with_api_keys_the_form_opens_after_signing_in(browser: Browser, tmp_path: Path) -> None:
+    key = "bedside-key-0123456789"
+    url = f"sqlite:///{tmp_path / 'audit.sqlite3'}"
+    keyed = Server({"AEGRADE_DATABASE_URL": url, "AEGRADE_API_KEYS": key}).start()
+    try:
+        for javascript in (True, False):
+            context = browser.new_context(base_url=keyed.url, java_script_enabled=javascript)
+            page = context.new_page()
+            blocked: list[str] = []
+            page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+            page.goto("/")
+            assert page.url.endswith("/login")
+            page.fill("#key", "not-the-key-at-all-000")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.locator("#error-summary")).to_contain_text("not valid")
+            page.fill("#key", key)
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_role("button", name="Grade")).to_be_visible()
+            cookies = {c["name"]: c for c in context.cookies()}
+            assert cookies["aegrade_session"]["httpOnly"] and cookies["aegrade_session"]["sameSite"] == "Strict"
+            fill(page, form_fields(VIGNETTES["V04"]["request"]))
+            page.get_by_role("button", name="Grade").click()
+            assert shown_grade(page, "CRS") == ("2", "graded")
+            page.get_by_role("button", name="Sign out").click()
+            assert page.url.endswith("/login")
+            page.goto("/")
+            assert page.url.endswith("/login")
+            assert blocked == []
+            context.close()
+    finally:
+        keyed.stop()

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 import aegrade
 from aegrade.episodes import Observation, Treatment
 from service.episodes import EpisodeStore
+from service.store import AuditStore
+from tests.profiles import examples
 
 START = datetime(2026, 11, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -64,10 +66,10 @@ events = st.lists(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory, engine: aegrade.Engine) -> Iterator[EpisodeStore]:
     path: Path = tmp_path_factory.mktemp("episodes") / "episodes.sqlite3"
-    episodes = EpisodeStore(f"sqlite:///{path}", engine)
-    episodes.create_schema()
-    yield episodes
-    episodes.close()
+    audit = AuditStore(f"sqlite:///{path}", immediate=True)
+    audit.create_schema()
+    yield EpisodeStore(audit, engine)
+    audit.close()
 
 
 def replay(store: EpisodeStore, sequence: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -93,7 +95,7 @@ def grades(episode: dict[str, Any]) -> list[tuple[str, int | None, int | None]]:
     )
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(sequence=events, data=st.data())
 def test_peak_is_the_maximum_and_arrival_order_does_not_matter(
     store: EpisodeStore, sequence: list[tuple[str, dict[str, Any]]], data: st.DataObject

@@ -35,6 +35,7 @@ from aegrade.facts import CATALOGUES, FactSpec, Interval
 from aegrade.models import AssessmentResult
 from aegrade.reference import ReferenceEvaluator
 from aegrade.rulefile import FactTest, LoadedRuleSet, NumberSetting, ScaledFact, SettingValue, iter_tests, load_rulesets
+from tests.profiles import examples
 
 CI = settings.get_profile("ci")
 
@@ -202,7 +203,7 @@ def test_every_rule_set_and_its_derivations_are_covered() -> None:
 
 
 @pytest.mark.parametrize(("ruleset_id", "stage"), STAGES, ids=STAGE_IDS)
-@settings(CI, max_examples=200)
+@settings(CI, max_examples=examples(200))
 @given(data=st.data())
 def test_both_evaluators_agree_on_partial_facts(ruleset_id: str, stage: str, data: st.DataObject) -> None:
     facts = data.draw(partial_facts(ruleset_id), label="facts")
@@ -238,7 +239,7 @@ def _refine(spec: FactSpec, interval: Interval, consts: tuple[float, ...]) -> st
 
 
 @pytest.mark.parametrize(("ruleset_id", "stage"), STAGES, ids=STAGE_IDS)
-@settings(CI, max_examples=150)
+@settings(CI, max_examples=examples(150))
 @given(data=st.data())
 def test_completing_partial_facts_is_sound(ruleset_id: str, stage: str, data: st.DataObject) -> None:
     """A completion fills some absent facts (never a `future` one: its absence is not an unknown)
@@ -367,7 +368,7 @@ def _parts(result: AssessmentResult) -> dict[str, Any]:
 # ================================================================================================
 
 
-@settings(CI, max_examples=500)
+@settings(CI, max_examples=examples(500))
 @given(pair=request_and_completion(), engine_name=st.sampled_from(ENGINE_NAMES))
 def test_reporting_more_keeps_the_grade_within_grade_and_grade_max(
     pair: tuple[dict[str, Any], dict[str, Any]], engine_name: str
@@ -416,7 +417,7 @@ def _check_closed_zero(subject: str, part: Any, request: Mapping[str, Any]) -> N
     assert relaxed, f"{subject}: {part.status} grade {part.grade} with grade_max {part.grade_max} for {request}"
 
 
-@settings(CI, max_examples=400)
+@settings(CI, max_examples=examples(400))
 @given(request=requests(), engine_name=st.sampled_from(ENGINE_NAMES))
 def test_no_crs_and_grade_0_only_when_nothing_could_raise_them(request: dict[str, Any], engine_name: str) -> None:
     for subject, part in _parts(_engine(engine_name).assess(request)).items():
@@ -473,7 +474,7 @@ def _tried(engine: Engine, subject: str, request: Mapping[str, Any], path: str) 
     return out
 
 
-@settings(CI, max_examples=50)
+@settings(CI, max_examples=examples(50))
 @given(request=requests(), engine_name=st.sampled_from(ENGINE_NAMES))
 def test_undetermined_by_lists_exactly_the_inputs_that_would_decide_the_grade(
     request: dict[str, Any], engine_name: str
@@ -535,7 +536,7 @@ REPRESENTATIVES: dict[str, list[Any]] = {
 }
 
 
-@settings(CI, max_examples=30)
+@settings(CI, max_examples=examples(30))
 @given(pair=request_and_completion(), engine_name=st.sampled_from(ENGINE_NAMES))
 def test_grade_max_is_reached_by_some_report_of_the_unreported_inputs(
     pair: tuple[dict[str, Any], dict[str, Any]], engine_name: str

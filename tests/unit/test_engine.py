@@ -147,8 +147,18 @@ def test_public_api_is_sorted_and_importable() -> None:
 
 def test_every_error_code_is_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
-    documented = set(re.findall(r"^\| `([a-z_]+)` \|", readme, flags=re.M))
-    assert documented == set(ERROR_CODES), (documented ^ set(ERROR_CODES))
+    documented = set(re.findall(r"^\| `([a-z_]+)` \| `[A-Za-z]+` \|", readme, flags=re.M))
+    from service.errors import SERVICE_ERROR_CODES, ServiceError
+
+    codes = set(ERROR_CODES) | set(SERVICE_ERROR_CODES)
+    assert documented == codes, (documented ^ codes)
+    for code, cls in SERVICE_ERROR_CODES.items():  # the status in the table is the class's
+        if cls.__name__ != "GradingFailed":
+            assert re.search(rf"^\| `{code}` \| `{cls.__name__}` \| {cls.status} \|", readme, flags=re.M), code
+    import service.errors
+
+    subclasses = {c for c in vars(service.errors).values() if isinstance(c, type) and issubclass(c, ServiceError)}
+    assert subclasses == set(SERVICE_ERROR_CODES.values())
 
 
 def test_only_the_private_module_imports_durable_rules() -> None:
