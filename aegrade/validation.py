@@ -17,7 +17,25 @@ from aegrade.errors import FieldError, InvalidAssessment
 from aegrade.models import Assessment, NeuroSection
 from aegrade.rulefile import NeuroFinding, OxygenFlow, Vasopressors
 
-__all__ = ["contradictions", "parse_assessment"]
+__all__ = ["GRADED_SECTIONS", "NOTHING_TO_GRADE", "contradictions", "nothing_to_grade", "parse_assessment"]
+
+NOTHING_TO_GRADE = "nothing_to_grade"
+GRADED_SECTIONS = ("vitals", "crs", "neuro", "thrombosis", "blinatumomab")
+"""The sections that are graded; `patient` alone grades nothing."""
+
+
+def nothing_to_grade(assessment: Assessment) -> FieldError | None:
+    """The error for an assessment that sends none of GRADED_SECTIONS (only `patient`): it would be
+    graded as nothing (no CRS, no ICANS, no flag, no rule set), so it is refused rather than stored."""
+    if any(getattr(assessment, section) is not None for section in GRADED_SECTIONS):
+        return None
+    return FieldError(
+        (),
+        "nothing to grade: send at least one of the sections "
+        + ", ".join(GRADED_SECTIONS)
+        + " (patient alone is not graded)",
+        NOTHING_TO_GRADE,
+    )
 
 
 def parse_assessment(data: Assessment | Mapping[str, Any]) -> Assessment:
@@ -53,6 +71,9 @@ def contradictions(
     `vasopressors` are the CRS rule file's declarations: the devices that need a flow, and whether
     a running vasopressor implies hypotension (without them, neither is checked)."""
     errors: list[FieldError] = []
+    empty = nothing_to_grade(assessment)
+    if empty is not None:
+        return [empty]
 
     def add(loc: tuple[str | int, ...], msg: str, value: Any = None, code: str = "contradiction") -> None:
         errors.append(FieldError(loc, msg, code, value))

@@ -13,7 +13,9 @@ every answer, after which the rows added must equal the 200 answers received. (A
 timed wrk run, wrk closes connections with requests in flight; the server has committed those
 records but cannot deliver the answers, so rows can exceed the 200s wrk counted. The wrk run's
 rows and the server's own count of 200s, from its access log, are printed too.)
-Targets (issue 3): POST >= 60% of /healthz throughput, p99 <= 50 ms, zero errors, rows = 200s.
+Targets: p99 <= 50 ms, zero errors, rows = 200s. The ratio to /healthz is printed for information
+(issue 16 retired its target). To compare two designs, run this script in each checkout, one right
+after the other, on the same machine and database.
 Not a test: it asserts nothing. Traffic goes to 127.0.0.1 only and stops by itself.
 """
 
@@ -48,6 +50,12 @@ request = function()
   return wrk.format("POST", "/v1/assessments", nil, bodies[i])
 end
 """
+
+
+def answered(log: Path) -> int:
+    """POSTs answered 200, from the service's access log (aegrade.access: "POST /v1/assessments 200
+    ..."; before issue 16, uvicorn's: '"POST /v1/assessments HTTP/1.1" 200')."""
+    return len(re.findall(r'(?:aegrade\.access: POST /v1/assessments|"POST /v1/assessments HTTP/1\.1") 200\b', log.read_text()))
 
 
 def lua_string(text: str) -> str:
@@ -132,12 +140,12 @@ def main() -> int:
             wrk(f"{server.url}/v1/assessments", 3, args.connections, script)
             with engine.connect() as c:
                 rows_before = c.execute(sqlalchemy.text("SELECT count(*) FROM assessments")).scalar_one()
-            accepted_before = log.read_text().count('"POST /v1/assessments HTTP/1.1" 200')
+            accepted_before = answered(log)
             floor = wrk(f"{server.url}/healthz", args.seconds, args.connections, None)
             graded = wrk(f"{server.url}/v1/assessments", args.seconds, args.connections, script)
             time.sleep(2)  # the last answers of the run are sent or abandoned
             rows = count_rows(engine) - rows_before
-            answered_200 = log.read_text().count('"POST /v1/assessments HTTP/1.1" 200') - accepted_before
+            answered_200 = answered(log) - accepted_before
             exact_before = count_rows(engine)
             exact_200s = drained_posts(server.url, bodies, 2000, args.connections)
             exact_rows = count_rows(engine) - exact_before
@@ -156,8 +164,7 @@ def main() -> int:
     print(f"exact check: {exact_200s} answers 200 received by clients that waited for every answer; "
           f"audit rows added {exact_rows}")
     verdict = lambda ok: "met" if ok else "NOT MET"  # noqa: E731
-    print("targets (issue 3), as measured in this run:")
-    print(f"  POST >= 60% of /healthz throughput:  {ratio:.1%}  {verdict(ratio >= 0.6)}")
+    print("targets, as measured in this run (the /healthz ratio above is for information only since issue 16):")
     print(f"  POST p99 <= 50 ms at {args.connections} connections:  {graded['p99_ms']:.1f} ms  {verdict(graded['p99_ms'] <= 50)}")
     print(f"  zero errors:                          {graded['errors'] + floor['errors']:.0f}  {verdict(graded['errors'] + floor['errors'] == 0)}")
     print(f"  audit rows = 200 responses:           {exact_rows} vs {exact_200s}  {verdict(exact_rows == exact_200s)}")

@@ -6,21 +6,30 @@ store; if either fails, the service does not start.
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
+import importlib.metadata
+import importlib.resources
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 import aegrade
+from service.cds_hooks import call_examples
 from service.cds_hooks import router as cds_router
 from service.fhir_routes import router as fhir_router
 from service.http import BodyLimit, install_error_handlers
+from service.middleware import docs_csp
 from service.pages import STATIC_DIR
 from service.pages import router as pages
 from service.routes import RAW_BODY_MODELS, router
@@ -94,17 +103,80 @@ def create_app(
             await grader.close()
             store.close()
 
-    app = FastAPI(title="aegrade", version=aegrade.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="aegrade",
+        version=aegrade.__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # served below, from the packaged assets: never a CDN
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(fhir_router)
     app.include_router(cds_router)
     app.include_router(pages)
+    _install_docs(app)  # before /static: it mounts /static/vendor/...
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, settings=settings)  # + access log, headers, HEAD
     _document_raw_bodies(app)
     return app
+
+
+DOCS_ASSETS = "fastapi-offline"
+"""The pinned package (pyproject.toml) whose copy of Swagger UI and ReDoc /docs and /redoc load."""
+
+
+def _install_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc), their scripts, styles and icon served by the service
+    from the pinned DOCS_ASSETS package under /static/vendor/<package>-<version>/ (the URL changes
+    with the version, so the assets may be cached), never from a CDN: the pages work on networks
+    that block CDNs. Swagger UI's inline start-up script is allowed by its hash (service/middleware.py)."""
+    version = importlib.metadata.version(DOCS_ASSETS)
+    assets = importlib.resources.files(DOCS_ASSETS.replace("-", "_")) / "static"
+    prefix = f"/static/vendor/{DOCS_ASSETS}-{version}"
+    # ReDoc 2 shows its maker's logo from cdn.redoc.ly, whatever its options: the copy served here
+    # has no such URL (the image then fails at once and ReDoc leaves it out), so that nothing on
+    # these pages is loaded from another host.
+    redoc_js = (assets / "redoc.standalone.js").read_bytes().replace(b"https://cdn.redoc.ly/redoc/logo-mini.svg", b"data:,")
+
+    @app.get(f"{prefix}/redoc.standalone.js", include_in_schema=False)
+    async def redoc_script() -> Response:
+        return Response(redoc_js, media_type="text/javascript; charset=utf-8")
+
+    app.mount(prefix, StaticFiles(directory=str(assets)), name="docs-assets")
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        page = get_swagger_ui_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}{prefix}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{prefix}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{prefix}/favicon.png",
+            swagger_ui_parameters={"validatorUrl": None, "tryItOutEnabled": False},
+        )
+        html = bytes(page.body)
+        hashes = [
+            "sha256-" + base64.b64encode(hashlib.sha256(script).digest()).decode()
+            for script in re.findall(rb"<script>(.*?)</script>", html, flags=re.S)
+        ]
+        return HTMLResponse(html, headers={"Content-Security-Policy": docs_csp(hashes)})
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{prefix}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{prefix}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def _document_raw_bodies(app: FastAPI) -> None:
@@ -124,7 +196,20 @@ def _document_raw_bodies(app: FastAPI) -> None:
                 route = APIRoute("/", takes, methods=["POST"])
                 generated = get_openapi(title=app.title, version=app.version, routes=[route])["components"]["schemas"]
                 components.setdefault(model.__name__, generated[model.__name__])
-        return app.openapi_schema  # type: ignore[return-value]
+        schema = app.openapi_schema
+        assert schema is not None
+        # A malformed path parameter is a 404 (service/http.py): FastAPI's generated 422 is not
+        # answered by operations that take no body and no query.
+        for item in schema["paths"].values():
+            for operation in item.values():
+                kinds = {p.get("in") for p in operation.get("parameters", [])}
+                if "requestBody" not in operation and kinds <= {"path"}:
+                    operation.get("responses", {}).pop("422", None)
+        # The CDS example's Observations are charted 10 minutes ago: the service grades only what
+        # was charted in its window, so the example is made anew for each document served.
+        call = schema["paths"]["/cds-services/{service_id}"]["post"]["requestBody"]["content"]["application/json"]
+        call["examples"] = call_examples()
+        return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import JSON, Column, DateTime, ForeignKey, Integer, String, Table, Text, insert, select
@@ -34,13 +34,14 @@ from aegrade.errors import FieldError
 from aegrade.fhir import FhirAssessmentResult, FhirInputError, Located, bundle_resources
 from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, QUANTITIES
 from aegrade.models import DomainResult, Flag
-from service.fhir_routes import grade_fhir, non_finite
+from aegrade.validation import NOTHING_TO_GRADE
+from service.fhir_routes import example_resources, grade_fhir, non_finite
 from service.errors import PrefetchMissing
 from service.routes import _responses, require_api_key
 from service.store import AuditStore, StoreUnavailable, metadata
 from service.wording import grade_text, is_open
 
-__all__ = ["SERVICE_ID", "cds_cards", "cds_feedback", "cards_for", "router"]
+__all__ = ["SERVICE_ID", "call_examples", "cds_cards", "cds_feedback", "cards_for", "router"]
 
 logger = logging.getLogger("aegrade.cds")
 
@@ -113,6 +114,8 @@ router = APIRouter(tags=["CDS Hooks"])
 
 @router.get("/cds-services", response_model=Discovery, summary="CDS Hooks discovery")
 def discovery() -> Discovery:
+    """The CDS services and their hooks (patient-view, order-sign), each with the prefetch templates
+    it needs: the service reads only the prefetch. Open, even when AEGRADE_API_KEYS is set."""
     usage = (
         "Send every prefetch: the service does not query FHIR servers. Observation codes: LOINC vital signs and "
         f"the CodeSystem {AEGRADE_SYSTEM} (GET /v1/fhir/CodeSystem/assessment)."
@@ -178,6 +181,45 @@ class Card(BaseModel):
 
 class CdsResponse(BaseModel):
     cards: list[Card]
+
+
+def call_examples(now: datetime | None = None) -> dict[str, Any]:
+    """The OpenAPI example of a service call: the prefetch of the FHIR example, charted 10 minutes
+    before `now` (the service grades what was charted in the last AEGRADE_FHIR_WINDOW_HOURS, so the
+    OpenAPI document refreshes it: service/app.py)."""
+    now = now or datetime.now(timezone.utc)
+    when = (now - timedelta(minutes=10)).replace(microsecond=0)
+    resources = example_resources(when.isoformat().replace("+00:00", "Z"), birth_date=f"{when.year - 36}-03-15")
+    patient, observations = resources[0], resources[1:]
+    vitals = [r for r in observations if r["code"]["coding"][0]["system"] == LOINC]
+
+    def search(found: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in found]}
+
+    return {
+        "patient_view": {
+            "summary": "patient-view with every prefetch: fever, nasal cannula 3 L/min, ICE 7 (a CRS grade 2 card)",
+            "value": {
+                "hook": "patient-view",
+                "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                "context": {"userId": "Practitioner/example", "patientId": patient["id"]},
+                "prefetch": {
+                    "patient": patient,
+                    "vitals": search(vitals),
+                    "assessments": search([r for r in observations if r not in vitals]),
+                    "medications": search([]),
+                },
+            },
+        }
+    }
+
+
+FEEDBACK_EXAMPLES: dict[str, Any] = {
+    "accepted": {
+        "summary": "A card accepted (the uuid of a card this service issued)",
+        "value": {"feedback": [{"card": "3b1f4a9e-0c57-4d2a-9f0e-6a2d8c1b5e7f", "outcome": "accepted", "outcomeTimestamp": "2026-06-01T10:05:00Z"}]},
+    }
+}
 
 
 def _located(call: CdsRequest) -> list[Located]:
@@ -352,13 +394,17 @@ ServiceId = Annotated[
 @router.post(
     "/cds-services/{service_id}",
     response_model=CdsResponse,
-    responses=_responses(400, 401, 412, 413, 422, 500, 503),
+    responses=_responses(400, 401, 404, 412, 413, 422, 500, 503),
     dependencies=[Depends(require_api_key)],
     summary="The aegrade-toxicity CDS service (patient-view, order-sign)",
 )
-async def call_service(service_id: ServiceId, call: CdsRequest, request: Request) -> JSONResponse:
+async def call_service(
+    service_id: ServiceId, call: Annotated[CdsRequest, Body(openapi_examples=call_examples())], request: Request
+) -> JSONResponse:
     """Grades the prefetched record as of now and answers with cards. 412 when a prefetch is
-    missing; 422 naming the resource when the record cannot be read."""
+    missing; 422 naming the resource when the record cannot be read. A record with nothing charted
+    in the window that maps to a graded section (no usable Observation) is not graded and not
+    stored: the answer is 200 with no cards, as CDS Hooks asks of a service with nothing to say."""
     sent = call.model_dump(mode="json", exclude_unset=True)
     bad = non_finite(sent, ("body",))
     if bad:
@@ -373,7 +419,13 @@ async def call_service(service_id: ServiceId, call: CdsRequest, request: Request
         cards.extend(cards_for(result, str(request.base_url)))
         await run_in_threadpool(_store_cards, request.app.state.store, call, service_id, result.id, cards)
 
-    result, _ = await grade_fhir(request, located, recorded, as_of=datetime.now(timezone.utc), then=store_cards)
+    try:
+        result, _ = await grade_fhir(request, located, recorded, as_of=datetime.now(timezone.utc), then=store_cards)
+    except FhirInputError as exc:
+        if [e.code for e in exc.errors] != [NOTHING_TO_GRADE]:
+            raise
+        logger.info("cds %s %s: nothing to grade in the prefetch, no card", service_id, call.hook)
+        return JSONResponse(CdsResponse(cards=[]).model_dump(mode="json"))
     logger.info("cds %s %s: assessment %s, %d card(s)", service_id, call.hook, result.id, len(cards))
     return JSONResponse(CdsResponse(cards=cards).model_dump(mode="json", exclude_none=True))
 
@@ -444,11 +496,15 @@ def _store_feedback(store: AuditStore, service_id: str, items: list[FeedbackItem
 @router.post(
     "/cds-services/{service_id}/feedback",
     status_code=200,
-    responses=_responses(400, 401, 413, 422, 503),
+    responses=_responses(400, 401, 404, 413, 422, 503),
     dependencies=[Depends(require_api_key)],
     summary="Card outcomes (accepted, overridden), stored",
 )
-async def feedback(service_id: ServiceId, body: FeedbackIn, request: Request) -> JSONResponse:
+async def feedback(
+    service_id: ServiceId, body: Annotated[FeedbackIn, Body(openapi_examples=FEEDBACK_EXAMPLES)], request: Request
+) -> JSONResponse:
+    """Stores what the clinician did with cards this service issued (accepted or overridden, with
+    the reason). A card this service did not issue is a 422 naming it, and nothing is stored."""
     unknown = await run_in_threadpool(_store_feedback, request.app.state.store, service_id, body.feedback)
     if unknown:
         raise FhirInputError(

@@ -22,8 +22,9 @@ and the HTTP status it is answered with.
 
 Errors that are answered with the per-field list (400 json_invalid, 422) are aegrade's
 InvalidAssessment (and FhirInputError, a kind of it) or FastAPI's request validation. Every answer
-that is not 2xx has one shape (service/http.py). `SERVICE_ERROR_CODES` is the closed list; README.md
-documents each code and a test fails when the two drift apart.
+that is not 2xx has one shape, `{"code", "message", "detail"}` (service/http.py): `detail` is
+`{"code", "message"}` for these errors and the per-field list for those. `SERVICE_ERROR_CODES` is
+the closed list; README.md documents each code and a test fails when the two drift apart.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ __all__ = [
 
 
 class ServiceError(AegradeError):
-    """An error the service answers with `status` and `{"detail": {"code", "message"}}`."""
+    """An error the service answers with `status` and `{"code", "message", "detail": {"code", "message"}}`."""
 
     code = "service_error"
     status = 500

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,13 +26,14 @@ from aegrade.fhir import (
     errors_at_sources,
     map_resources,
 )
-from aegrade.fhir_codes import AEGRADE_SYSTEM, OWN_CODES
+from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, OWN_CODES
 from aegrade.models import Assessment
+from aegrade.validation import NOTHING_TO_GRADE
 from service.grading import grade_on_record
 from service.routes import _responses, require_api_key
 from service.settings import ServiceSettings
 
-__all__ = ["FhirBundleIn", "grade_fhir", "router"]
+__all__ = ["FhirBundleIn", "example_resources", "grade_fhir", "router"]
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 MAX_ENTRIES = 500
@@ -62,10 +63,57 @@ class FhirBundleIn(_In):
     language: str | None = None
     identifier: dict[str, Any] | None = None
     timestamp: str | None = None
-    total: int | None = None
+    total: int | None = Field(default=None, strict=True)  # strict: false is not a count
     link: list[dict[str, Any]] | None = None
     entry: list[BundleEntryIn] = Field(default_factory=list, max_length=MAX_ENTRIES)
     signature: dict[str, Any] | None = None
+
+
+def example_resources(when: str, birth_date: str = "1990-03-15", patient_id: str = "example-patient") -> list[dict[str, Any]]:
+    """The resources of the OpenAPI examples (FHIR and CDS Hooks): an adult with a fever of 38.9 °C,
+    on a nasal cannula at 3 L/min, fever masking charted as not given, ICE 7 and alert: CRS grade 2,
+    ICANS grade 1. `when` is every Observation's effectiveDateTime."""
+
+    def observation(n: int, system: str, code: str, value: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "resourceType": "Observation",
+            "id": f"example-{n}",
+            "status": "final",
+            "code": {"coding": [{"system": system, "code": code}]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+            "effectiveDateTime": when,
+            **value,
+        }
+
+    def quantity(value: float, unit: str) -> dict[str, Any]:
+        return {"valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}}
+
+    return [
+        {"resourceType": "Patient", "id": patient_id, "birthDate": birth_date},
+        observation(1, LOINC, "8310-5", quantity(38.9, "Cel")),
+        observation(2, LOINC, "8480-6", quantity(112, "mm[Hg]")),
+        observation(3, LOINC, "8462-4", quantity(68, "mm[Hg]")),
+        observation(4, LOINC, "3151-8", quantity(3, "L/min")),
+        observation(5, AEGRADE_SYSTEM, "oxygen-device", {"valueCodeableConcept": {"coding": [{"system": AEGRADE_SYSTEM, "code": "nasal_cannula"}]}}),
+        observation(6, AEGRADE_SYSTEM, "fever-masked", {"valueBoolean": False}),
+        observation(7, AEGRADE_SYSTEM, "ice-total", {"valueInteger": 7}),
+        observation(8, AEGRADE_SYSTEM, "consciousness", {"valueCodeableConcept": {"coding": [{"system": AEGRADE_SYSTEM, "code": "alert"}]}}),
+    ]
+
+
+BUNDLE_EXAMPLES: dict[str, Any] = {
+    "adult_crs_and_icans": {
+        "summary": "A collection Bundle: fever, nasal cannula 3 L/min, ICE 7 (CRS grade 2, ICANS grade 1)",
+        "value": {
+            "resourceType": "Bundle",
+            "type": "collection",
+            "entry": [
+                {"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource}
+                for resource in example_resources("2026-06-01T10:00:00Z")
+            ],
+        },
+    }
+}
 
 
 def non_finite(value: Any, loc: tuple[str | int, ...]) -> list[FieldError]:
@@ -104,6 +152,12 @@ async def grade_fhir(
     try:
         assessment: Assessment = state.engine.validate(assessment_dict)
     except InvalidAssessment as exc:
+        if [e.code for e in exc.errors] == [NOTHING_TO_GRADE]:  # no resource read maps to a graded section
+            unused = "; ".join(f"{i.source}: {i.reason}" for i in mapping.ignored[:3])
+            unused = f" (not used: {unused}{'; ...' if len(mapping.ignored) > 3 else ''})" if unused else ""
+            raise FhirInputError(
+                [FieldError(loc=("body",), msg=f"no resource read gives a graded field: {exc.errors[0].msg}{unused}", code=NOTHING_TO_GRADE)]
+            ) from exc
         raise errors_at_sources(exc, sources, located) from exc
 
     finish = ("fhir", mapping.model_dump_json(), settings.fhir_administrations_mask_fever)
@@ -121,7 +175,9 @@ async def grade_fhir(
     responses=_responses(400, 401, 413, 422, 500, 503),
     summary="Grade a FHIR R4 Bundle (collection or transaction)",
 )
-async def create_fhir_assessment(bundle: FhirBundleIn, request: Request) -> Response:
+async def create_fhir_assessment(
+    bundle: Annotated[FhirBundleIn, Body(openapi_examples=BUNDLE_EXAMPLES)], request: Request
+) -> Response:
     """Maps the Bundle's Patient, Observations (LOINC vitals, our CodeSystem for ICE/CAPD and the
     ICANS findings) and MedicationAdministrations to an Assessment, grades it, records both, and
     answers with the AssessmentResult plus `mapping`: which resource gave which field, and which
@@ -163,6 +219,8 @@ class CodeSystemOut(BaseModel):
     summary="aegrade's own CodeSystem, for assessment items with no LOINC code",
 )
 def read_codesystem() -> CodeSystemOut:
+    """The CodeSystem of aegrade's own Observation codes (ICE and CAPD items, ICANS findings, CRS
+    judgements) and of their coded values: what a Bundle or a CDS prefetch uses where LOINC has no code."""
     concepts = []
     for code, own in OWN_CODES.items():
         value = {"integer": "valueInteger", "boolean": "valueBoolean", "code": "valueCodeableConcept"}[own.value]

@@ -110,7 +110,7 @@ class Reply:
     """The grading process's answer to one body.
 
     kind: "graded" (payload: the result's JSON), "episode" (payload: (answer JSON, replayed)),
-    "json_invalid" (payload: (position, message)), "unreadable" (the body could not be decoded),
+    "json_invalid" (payload: (line, column, message, position)), "unreadable" (the body could not be decoded),
     "invalid" (payload: pydantic's errors as (loc, msg, type)), "invalid_assessment" (payload: the
     engine's errors as (loc, msg, code)), "idempotency_conflict" (payload: the message),
     "engine_error" (payload: (code, message); the failure is on record) or "store_unavailable"
@@ -512,7 +512,7 @@ def _parsed(body: bytes) -> tuple[str, Any]:
     try:
         return "ok", json.loads(body)
     except json.JSONDecodeError as exc:
-        return "json_invalid", (exc.pos, exc.msg)
+        return "json_invalid", (exc.lineno, exc.colno, exc.msg, exc.pos)
     except Exception:  # not UTF-8 or UTF-16/32, nesting too deep, ...
         return "unreadable", None
 

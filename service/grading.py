@@ -172,9 +172,16 @@ def _answer(reply: Reply) -> Answer:
         body, replayed = reply.payload
         return Answer(body, replayed)
     if reply.kind == "json_invalid":
-        position, message = reply.payload
+        line, column, message, position = reply.payload  # the error handler says all four (service/http.py)
         raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ("body", position), "msg": "JSON decode error", "ctx": {"error": message}}]
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", position),
+                    "msg": "JSON decode error",
+                    "ctx": {"error": message, "line": line, "column": column},
+                }
+            ]
         )
     if reply.kind == "unreadable":
         raise StarletteHTTPException(400, "There was an error parsing the body")

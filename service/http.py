@@ -1,5 +1,9 @@
 """HTTP plumbing: the body-size limit, access control, and the mapping of errors to statuses.
 
+Every answer that is not 2xx (but the form's HTML pages) has one shape, `error_body`:
+{"code", "message", "detail"}, `detail` being {"code", "message"} (ProblemResponse) or the list of
+{loc, msg, type} (ValidationErrorResponse: 400 and 422, FIELD_ERROR_CODES).
+
 | status | when | body |
 |---|---|---|
 | 400 | the body is not JSON | ValidationErrorResponse (type json_invalid) |
@@ -7,12 +11,13 @@
 | 401 | AEGRADE_API_KEYS is set and the bearer key is missing or wrong | ProblemResponse (unauthorized) |
 | 401 | the bedside form (AEGRADE_API_KEYS set): a wrong key at /login | HTML page |
 | 403 | the bedside form: a POST without the form's CSRF token | HTML page, the values kept |
-| 404 | no such assessment | ProblemResponse (not_found) |
+| 404 | no such assessment; an id in the path not of the route's form | ProblemResponse (not_found) |
+| 405 | the route does not take this method (the message and Allow name those it takes) | ProblemResponse (method_not_allowed) |
 | 408 | the body did not arrive within AEGRADE_BODY_TIMEOUT_S | ProblemResponse (body_timeout) |
 | 412 | CDS Hooks: a prefetch the service needs is missing (it does not query FHIR servers) | ProblemResponse (prefetch_missing) |
 | 413 | the body is over AEGRADE_MAX_BODY_BYTES | ProblemResponse (body_too_large) |
 | 415 | a Content-Encoding other than identity; a JSON charset other than UTF-8 | ProblemResponse (unsupported_content_encoding, unsupported_charset) |
-| 422 | invalid or contradictory input; a key repeated in a JSON object (type duplicate_key) | ValidationErrorResponse, one entry per field |
+| 422 | invalid or contradictory input; a key repeated in a JSON object (type duplicate_key); only `patient` (nothing_to_grade) | ValidationErrorResponse, one entry per field |
 | 500 | the engine's evaluators disagreed or lost a result: no grade | ProblemResponse (the engine error's code) |
 | 503 | the audit store cannot be written or read: no grade | ProblemResponse (store_unavailable) |
 | 503 | the grading process gave no grade in time (AEGRADE_GRADING_TIMEOUT_S) | ProblemResponse (grading_unavailable) |
@@ -50,7 +55,16 @@ from service.errors import (
     UnsupportedEncoding,
 )
 
-__all__ = ["BodyLimit", "install_error_handlers", "keys_match", "problem"]
+__all__ = [
+    "FIELD_ERROR_CODES",
+    "BodyLimit",
+    "error_body",
+    "field_errors_response",
+    "install_error_handlers",
+    "json_syntax_message",
+    "keys_match",
+    "problem",
+]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -60,13 +74,94 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
+# The codes of the answers that carry the per-field list (`detail` a list of {loc, msg, type}).
+FIELD_ERROR_CODES: dict[str, str] = {
+    "json_invalid": "400: the body is not JSON (a syntax error names its line and column), not UTF-8, or cannot be read",
+    "invalid_request": "422: the request does not match its schema (types, bounds, enums, unknown fields, path)",
+    "invalid_assessment": "422: the engine's checks refused the assessment (contradictions, the wrong ICANS tool)",
+    "fhir_input_invalid": "422: FHIR resources or a CDS Hooks call that cannot be read; each entry names the resource",
+    "duplicate_key": "422: a key repeated in one JSON object; each entry's loc is the key's path",
+    "nothing_to_grade": "422: no section beyond patient was sent (or mapped): the message names the sections to send",
+}
+_SPECIFIC_TYPES = ("duplicate_key", "nothing_to_grade")
+
+
+def error_body(code: str, message: str, detail: Any) -> dict[str, Any]:
+    """The one shape of every answer that is not 2xx: {"code", "message", "detail"}. `detail` is
+    what v1 answered: {"code", "message"} for a problem, the list of {loc, msg, type} for the
+    per-field errors."""
+    return {"code": code, "message": message, "detail": detail}
+
+
 def _problem(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": {"code": code, "message": message}}, status_code=status, headers=headers)
+    body = error_body(code, message, {"code": code, "message": message})
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def problem(error: ServiceError) -> JSONResponse:
-    """The answer to a service error: its status, and {"detail": {"code", "message"}}."""
+    """The answer to a service error: its status, and {"code", "message", "detail": {"code", "message"}}."""
     return _problem(error.status, error.code, error.message, error.headers)
+
+
+def _where(entry: Mapping[str, Any]) -> str:
+    """An entry's field, for the message: its loc dotted, without the leading "body" (nothing for
+    the body as a whole, or for a JSON syntax error, whose msg says where)."""
+    loc = list(entry.get("loc") or ())
+    if loc[:1] == ["body"]:
+        loc = loc[1:]
+    if not loc or entry.get("type") == "json_invalid":
+        return ""
+    return ".".join(str(p) for p in loc) + ": "
+
+
+def _summary(entries: list[dict[str, Any]]) -> str:
+    """One line for the per-field list: each field and its message (the first three)."""
+    shown = [f"{_where(e)}{e.get('msg', '')}" for e in entries[:3]]
+    if not entries:
+        return "the request is invalid"
+    if len(entries) == 1:
+        return shown[0]
+    more = f"; and {len(entries) - 3} more" if len(entries) > 3 else ""
+    return f"{len(entries)} errors: " + "; ".join(shown) + more
+
+
+def field_errors_response(
+    entries: list[dict[str, Any]], status: int = 422, *, code: str | None = None, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """The answer with the per-field list: {"code", "message" (a summary of the fields), "detail": [...]}.
+    `code`: 400 is json_invalid; a 422 whose entries are all duplicate_key (or nothing_to_grade) has
+    that code, else `code` (invalid_request when not given)."""
+    if status == 400:
+        code = "json_invalid"
+    else:
+        types = {str(e.get("type", "")) for e in entries}
+        if len(types) == 1 and next(iter(types)) in _SPECIFIC_TYPES:
+            code = next(iter(types))
+        code = code or "invalid_request"
+    return JSONResponse(error_body(code, _summary(entries), entries), status_code=status, headers=headers)
+
+
+def json_syntax_message(line: int, column: int, expected: str, position: int) -> str:
+    """What a JSON syntax error says: where (line, column, character offset) and what was expected."""
+    return f"JSON syntax error at line {line}, column {column} (character {position}): {expected}"
+
+
+def _json_syntax_error(error: Mapping[str, Any], body: bytes) -> dict[str, Any]:
+    """FastAPI's json_invalid entry (loc ["body", offset], msg "JSON decode error") with a msg that
+    names the line, the column and what was expected. The grading process gives them in `ctx`;
+    for FastAPI's own errors they are computed from the body."""
+    loc = list(error.get("loc", ("body",)))
+    ctx = error.get("ctx") or {}
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else None
+    expected = str(ctx.get("error") or error.get("msg") or "invalid JSON")
+    line, column = ctx.get("line"), ctx.get("column")
+    if position is not None and (line is None or column is None):
+        text = body.decode("utf-8", errors="replace")
+        line = text.count("\n", 0, position) + 1
+        column = position - text.rfind("\n", 0, position)
+    if position is None or line is None or column is None:
+        return {"loc": loc, "msg": str(error.get("msg", "")), "type": "json_invalid"}
+    return {"loc": loc, "msg": json_syntax_message(int(line), int(column), expected, position), "type": "json_invalid"}
 
 
 class BodyLimit:
@@ -174,7 +269,7 @@ _UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
 
 
 def _body_error(msg: str, loc: tuple[Any, ...] = ("body",), status: int = 400, kind: str = "json_invalid") -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": list(loc), "msg": msg, "type": kind}]}, status_code=status)
+    return field_errors_response([{"loc": list(loc), "msg": msg, "type": kind}], status)
 
 
 class _Duplicates(dict[str, Any]):
@@ -270,25 +365,19 @@ def _json_rejection(body: bytes, content_type: str) -> JSONResponse | None:
     if "\\u0000" in text:  # cheap test first: a NUL escape somewhere (or a backslash before "u0000")
         nul = _nul_paths(document)
         if nul:
-            return JSONResponse(
-                {
-                    "detail": [
-                        {"loc": ["body", *path], "msg": "NUL characters (\\u0000) are not accepted in text", "type": "nul_character"}
-                        for path in nul
-                    ]
-                },
-                status_code=422,
+            return field_errors_response(
+                [
+                    {"loc": ["body", *path], "msg": "NUL characters (\\u0000) are not accepted in text", "type": "nul_character"}
+                    for path in nul
+                ]
             )
     if not hook_used:
         return None
-    return JSONResponse(
-        {
-            "detail": [
-                {"loc": ["body", *path], "msg": f"the key {str(path[-1])[:80]!r} is repeated in one JSON object", "type": "duplicate_key"}
-                for path in _duplicate_paths(document)
-            ]
-        },
-        status_code=422,
+    return field_errors_response(
+        [
+            {"loc": ["body", *path], "msg": f"the key {str(path[-1])[:80]!r} is repeated in one JSON object", "type": "duplicate_key"}
+            for path in _duplicate_paths(document)
+        ]
     )
 
 
@@ -311,27 +400,41 @@ def _field_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"loc": [_json_safe(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))} for e in errors]
 
 
+def _path_problem(errors: list[dict[str, Any]]) -> str:
+    """Which path parameter is malformed (never its value: it may be a patient id)."""
+    names = ", ".join(dict.fromkeys(str(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1))
+    return f"the {names or 'path'} is not of the form this route takes"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
+        path = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("path",)]
+        if path:  # a malformed id (or service id) names no resource: 404, as an unknown one does
+            return problem(NotFound(f"no such resource: {_path_problem(path)}"))
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse({"detail": _field_errors(errors)}, status_code=400)
+            body = await request.body()
+            entries = [
+                _json_syntax_error(e, body) if e.get("type") == "json_invalid" else entry
+                for e, entry in zip(errors, _field_errors(errors))
+            ]
+            return field_errors_response(entries, 400)
         whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in errors)
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if whole_body and (not await request.body() or media_type != "application/json"):
             not_json = {"loc": ["body"], "msg": "the body must be JSON, sent as Content-Type: application/json", "type": "json_invalid"}
-            return JSONResponse({"detail": [not_json]}, status_code=400)
-        return JSONResponse({"detail": _field_errors(errors)}, status_code=422)
+            return field_errors_response([not_json], 400)
+        return field_errors_response(_field_errors(errors), 422)
+
+    @app.exception_handler(FhirInputError)
+    async def _fhir_invalid(_request: Request, exc: FhirInputError) -> JSONResponse:
+        return field_errors_response([e.as_dict() for e in exc.errors], 422, code=exc.code)
 
     @app.exception_handler(InvalidAssessment)
     async def _assessment_invalid(_request: Request, exc: InvalidAssessment) -> JSONResponse:
         body = [{"loc": ["body", *e.loc], "msg": e.msg, "type": e.code} for e in exc.errors]
-        return JSONResponse({"detail": body}, status_code=422)
-
-    @app.exception_handler(FhirInputError)
-    async def _fhir_invalid(_request: Request, exc: FhirInputError) -> JSONResponse:
-        return JSONResponse({"detail": [e.as_dict() for e in exc.errors]}, status_code=422)
+        return field_errors_response(body, 422, code=exc.code)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -350,7 +453,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8, say): it is not JSON
             not_json = {"loc": ["body"], "msg": f"the body is not JSON: {exc.detail}", "type": "json_invalid"}
-            return JSONResponse({"detail": [not_json]}, status_code=400)
+            return field_errors_response([not_json], 400)
         if exc.status_code == 405:
             allowed = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow") or ""
             message = f"{request.method} is not allowed here" + (f"; allowed: {allowed}" if allowed else "")

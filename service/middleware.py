@@ -6,8 +6,9 @@
   duration`, e.g. `GET /v1/patients/{patient_id}/episode 404 1.3 ms`. The route's template, never the
   path: patient ids, assessment ids and query strings are not printed. It replaces uvicorn's access
   log, which prints the raw path; `quiet_uvicorn_access_log` turns that one off.
-- **Security headers** on every answer: a Content-Security-Policy without inline script (a looser one
-  on /docs and /redoc, whose pages come from a CDN with an inline start-up script),
+- **Security headers** on every answer: a Content-Security-Policy without inline script (on /docs
+  and /redoc: their assets from the service too, Swagger UI's start-up script by its hash, inline
+  styles for ReDoc),
   `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` (and `frame-ancestors 'none'`),
   `Referrer-Policy: no-referrer`, and `Cache-Control: no-store` on everything but /static (whose
   URLs carry a content hash) and the OpenAPI pages.
@@ -32,7 +33,7 @@ from starlette.routing import Mount
 
 from service.errors import InternalError
 
-__all__ = ["Hygiene", "SECURITY_HEADERS", "quiet_uvicorn_access_log", "route_template", "scrubbed_traceback", "ScrubExceptions"]
+__all__ = ["DOCS_CSP", "Hygiene", "SECURITY_HEADERS", "docs_csp", "quiet_uvicorn_access_log", "route_template", "scrubbed_traceback", "ScrubExceptions"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,13 +48,24 @@ CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
-# Swagger UI and ReDoc (FastAPI's /docs and /redoc) load from a CDN and start with an inline script.
+# Swagger UI and ReDoc (/docs and /redoc) are served from the service (service/app.py: the pinned
+# fastapi-offline package's copy), never a CDN. Their pages differ from the rest in two ways: ReDoc
+# writes <style> elements at run time (styled-components), and ReDoc's search runs in a blob: worker.
+# Swagger UI's one inline start-up script (FastAPI's) is allowed by its hash: the /docs route sends
+# this policy with it (docs_csp).
 DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; font-src 'self' https://fonts.gstatic.com; "
-    "worker-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; "
+    "worker-src 'self' blob:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "object-src 'none'"
 )
+
+
+def docs_csp(script_hashes: list[str]) -> str:
+    """DOCS_CSP with these inline scripts allowed by their hash ('sha256-...')."""
+    allowed = " ".join(f"'{h}'" for h in script_hashes)
+    return DOCS_CSP.replace("script-src 'self';", f"script-src 'self' {allowed};" if allowed else "script-src 'self';")
+
+
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc")
 CACHEABLE_PREFIXES = ("/static/",)
 CACHEABLE_PATHS = ("/docs", "/redoc", "/openapi.json")
@@ -152,7 +164,8 @@ def quiet_uvicorn_access_log() -> None:
 
 
 def _problem_bytes(code: str, message: str) -> bytes:
-    return json.dumps({"detail": {"code": code, "message": message}}).encode()
+    """The 500 body, in the one error shape (service/http.py error_body)."""
+    return json.dumps({"code": code, "message": message, "detail": {"code": code, "message": message}}).encode()
 
 
 class Hygiene:

@@ -26,12 +26,12 @@ from fastapi.templating import Jinja2Templates
 from aegrade import Engine
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.models import AssessmentResult
+from service.errors import GradingUnavailable, StoreUnavailable
 from service.form import FORM, LABELS, assessment_from_form, errors_from_validation, field_name, form_values
 from service.http import keys_match
-from service.routes import grade_on_record
+from service.grading import grade_on_record
 from service.session import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 from service.settings import ServiceSettings
-from service.store import StoreUnavailable
 from service.wording import grade_text, undetermined_inputs, undetermined_text
 
 __all__ = ["STATIC_DIR", "router"]
@@ -203,6 +203,12 @@ async def grade_form(request: Request) -> Response:
         return _page(
             request, csrf, status=503, values=values,
             failure="The grade could not be recorded, so it is not shown. Try again, or grade by hand.",
+        )
+    except GradingUnavailable:
+        logger.error("form: no grade came in time; no grade shown")
+        return _page(
+            request, csrf, status=503, values=values,
+            failure="No grade came in time, so none is shown. Try again, or grade by hand.",
         )
     return _page(request, csrf, values=values, result=result)
 

@@ -7,7 +7,7 @@ import email.message
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,14 +19,14 @@ from aegrade.episodes import Episode, Observation, ObservationResult, Treatment,
 from aegrade.models import Assessment, AssessmentResult
 from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore
 from service.grader import Job
-from service.grading import grade_and_record, grade_on_record, new_assessment_id
+from service.grading import grade_and_record, new_assessment_id
 from service.errors import NotFound, Unauthorized
 from service.http import keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
 from service.settings import ServiceSettings
 from service.store import AuditStore
 
-__all__ = ["RAW_BODY_MODELS", "grade_on_record", "router"]
+__all__ = ["RAW_BODY_MODELS", "router"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -35,7 +35,7 @@ HEALTH_PING_S = 2.0
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
     401: "AEGRADE_API_KEYS is set and the bearer key is missing or wrong.",
-    404: "No such assessment or patient.",
+    404: "No such assessment or patient, or a malformed id (not of the form the path takes).",
     412: "CDS Hooks: a prefetch the service needs is missing, and it does not query FHIR servers itself.",
     409: "The Idempotency-Key was used before, for this patient, with a different request.",
     413: "The body is over the configured limit (AEGRADE_MAX_BODY_BYTES).",
@@ -82,8 +82,60 @@ v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)])
 
 
 RAW_BODY_MODELS: tuple[type[BaseModel], ...] = (Assessment,)  # app.py puts them in the OpenAPI components
+
+# Request examples (OpenAPI `examples`): each is valid and grades; "Try it out" in /docs sends the first.
+# tests/api/test_errors_shape.py posts every one of them.
+ASSESSMENT_EXAMPLES: dict[str, dict[str, Any]] = {
+    "adult_crs_and_icans": {
+        "summary": "Adult: fever, low-flow oxygen, ICE 7 (CRS grade 2, ICANS grade 1)",
+        "value": {
+            "patient": {"age_years": 34, "weight_kg": 70},
+            "vitals": {"temperature_c": 38.9, "sbp_mmhg": 112, "dbp_mmhg": 68, "heart_rate_bpm": 118, "spo2_pct": 93},
+            "crs": {"fever_masked": False, "vasopressors": [], "oxygen": {"device": "nasal_cannula", "flow_l_min": 3}},
+            "neuro": {
+                "ice_score": 7,
+                "consciousness": "alert",
+                "seizure": "none",
+                "motor": "none",
+                "cerebral_edema": "none",
+                "icp_signs": [],
+            },
+        },
+    },
+    "child_on_vasopressor": {
+        "summary": "Child of 7: fever and one vasopressor (CRS grade 3); CAPD 10",
+        "value": {
+            "patient": {"age_years": 7, "weight_kg": 24.5},
+            "vitals": {"temperature_c": 39.4, "sbp_mmhg": 78, "dbp_mmhg": 40, "heart_rate_bpm": 150},
+            "crs": {"vasopressors": ["norepinephrine"], "oxygen": {"device": "none"}},
+            "neuro": {"capd_score": 10, "consciousness": "alert"},
+        },
+    },
+}
 ASSESSMENT_BODY = {
-    "requestBody": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Assessment"}}}, "required": True}
+    "requestBody": {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Assessment"}, "examples": ASSESSMENT_EXAMPLES}
+        },
+        "required": True,
+    }
+}
+OBSERVATION_EXAMPLES: dict[str, Any] = {
+    "febrile_on_oxygen": {
+        "summary": "An observation: fever and low-flow oxygen",
+        "value": {
+            "observed_at": "2026-06-01T08:00:00Z",
+            "patient": {"age_years": 34},
+            "vitals": {"temperature_c": 38.6, "sbp_mmhg": 108, "dbp_mmhg": 66},
+            "crs": {"vasopressors": [], "oxygen": {"device": "nasal_cannula", "flow_l_min": 2}},
+        },
+    }
+}
+TREATMENT_EXAMPLES: dict[str, Any] = {
+    "tocilizumab": {
+        "summary": "Tocilizumab 8 mg/kg: fever no longer required after it",
+        "value": {"agent": "tocilizumab", "administered_at": "2026-06-01T09:00:00Z", "dose_mg": 8, "dose_unit": "mg/kg"},
+    }
 }
 
 
@@ -95,9 +147,14 @@ ASSESSMENT_BODY = {
     openapi_extra=ASSESSMENT_BODY,
 )
 async def create_assessment(request: Request) -> Response:
-    """Grades, commits the audit record, then answers. The body (an Assessment) is parsed,
-    validated, graded and recorded in a grading process (service/grading.py), the answer sent
-    once the record is committed."""
+    """Grades one snapshot of one patient: the CRS grade (ASTCT 2019) when `vitals` or `crs` is
+    sent, the ICANS grade (ICE or CAPD) when `neuro` is, the thrombosis flags and blinatumomab
+    actions when their sections are, each with the rules, criteria and citations behind it and what
+    was not reported. A section left out is "not reported", never "normal"; a request with no
+    section beyond `patient` grades nothing and is a 422 (`nothing_to_grade`).
+
+    The body is parsed, validated, graded and recorded in a grading process (service/grading.py);
+    the answer is sent once the audit record is committed (GET /v1/assessments/{id} reads it)."""
     body = await request.body()
     if not body or not _json_media_type(request.headers.get("content-type")):
         # As FastAPI answers a body it does not read as JSON: the error handler makes it a 400.
@@ -121,13 +178,22 @@ def _json_media_type(content_type: str | None) -> bool:
 @v1.get(
     "/assessments/{assessment_id}",
     response_model=StoredAssessment,
-    responses=_responses(401, 404, 422, 503),
+    responses=_responses(401, 404, 503),
     summary="The audit record of one assessment",
 )
 def read_assessment(
-    assessment_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="The id returned by POST.")],
+    assessment_id: Annotated[
+        str,
+        Path(
+            pattern=r"^[0-9a-f]{32}$",
+            description="The id returned by POST (32 lowercase hex digits; any other id is a 404).",
+            openapi_examples={"id": {"value": "4f8c0d6e2b7a4c1e9d3f5a7b9c1d3e5f"}},
+        ),
+    ],
     store: StoreDep,
 ) -> StoredAssessment:
+    """What was sent, what was answered, with which rule sets and when: the audit record of an
+    assessment (JSON, FHIR, CDS Hooks, the form or an episode observation)."""
     record = store.get(assessment_id)
     if record is None:
         raise NotFound(f"no assessment {assessment_id}")
@@ -136,6 +202,8 @@ def read_assessment(
 
 @v1.get("/rulesets", response_model=list[RulesetInfo], responses=_responses(401), summary="The loaded rule sets")
 def list_rulesets(engine: EngineDep) -> list[RulesetInfo]:
+    """Every rule file loaded (and self-tested at start): id, version, sha256, title, status,
+    citation, rule count and the settings in force."""
     return [
         RulesetInfo(
             id=rs.id,
@@ -188,8 +256,10 @@ PatientId = Annotated[
         pattern=PATIENT_ID_PATTERN,
         description=(
             "An opaque identifier of 1-64 characters (letters, digits, '.', '_', '-'), chosen by the integration. "
-            "Never a name, medical record number or birth date: see the README (Patient identifiers)."
+            "Never a name, medical record number or birth date: see the README (Patient identifiers). "
+            "An id not of this form is a 404."
         ),
+        openapi_examples={"patient": {"value": "demo-patient-0001"}},
     ),
 ]
 IdempotencyKey = Annotated[
@@ -216,11 +286,14 @@ async def _episode_write(request: Request, job: Job) -> Response:
 @v1.post(
     "/patients/{patient_id}/observations",
     response_model=ObservationResult,
-    responses=_responses(400, 401, 409, 413, 422, 500, 503),
+    responses=_responses(400, 401, 404, 409, 413, 422, 500, 503),
     summary="Grade one observation of a patient in the context of the patient's history",
 )
 async def add_observation(
-    patient_id: PatientId, observation: Observation, request: Request, idempotency_key: IdempotencyKey = None
+    patient_id: PatientId,
+    observation: Annotated[Observation, Body(openapi_examples=OBSERVATION_EXAMPLES)],
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Grades the observation with the fever masking that the recorded treatments imply, stores it
     with its audit record, and grades again the later observations whose history it changed."""
@@ -237,11 +310,14 @@ async def add_observation(
 @v1.post(
     "/patients/{patient_id}/treatments",
     response_model=TreatmentResult,
-    responses=_responses(400, 401, 409, 413, 422, 500, 503),
+    responses=_responses(400, 401, 404, 409, 413, 422, 500, 503),
     summary="Record a treatment given to a patient",
 )
 async def add_treatment(
-    patient_id: PatientId, treatment: Treatment, request: Request, idempotency_key: IdempotencyKey = None
+    patient_id: PatientId,
+    treatment: Annotated[Treatment, Body(openapi_examples=TREATMENT_EXAMPLES)],
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Stores the treatment. A tocilizumab, anakinra, corticosteroid or antipyretic dose makes fever
     no longer required for the observations after it (once CRS has begun); those are graded again,
@@ -259,10 +335,13 @@ async def add_treatment(
 @v1.get(
     "/patients/{patient_id}/episode",
     response_model=Episode,
-    responses=_responses(401, 404, 422, 503),
+    responses=_responses(401, 404, 503),
     summary="A patient's course: current and peak grades, onset, resolution, timeline and treatments",
 )
 def read_episode(patient_id: PatientId, request: Request) -> Response:
+    """The patient's episode as recorded: the current and peak CRS and ICANS grades, onset and
+    resolution, the timeline of observations (each graded with the history before it) and the
+    treatments. 404 when nothing was recorded for the patient."""
     episodes: EpisodeStore = request.app.state.episodes
     body = episodes.episode(patient_id)
     if body is None:

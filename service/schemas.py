@@ -34,8 +34,20 @@ class FieldErrorOut(_Out):
 
 
 class ValidationErrorResponse(_Out):
-    """400 (body is not JSON) and 422 (invalid or contradictory input): one entry per bad field."""
+    """400 (the body is not JSON) and 422 (invalid or contradictory input): the one error shape, its
+    `detail` the list of bad fields (one entry per field)."""
 
+    code: str = Field(
+        description=(
+            "json_invalid (400); invalid_request, invalid_assessment, fhir_input_invalid, duplicate_key or "
+            "nothing_to_grade (422). README: Errors."
+        ),
+        examples=["invalid_request"],
+    )
+    message: str = Field(
+        description="A summary of the fields at fault; for a JSON syntax error, its line, column and what was expected.",
+        examples=["body.vitals.temperature_c: Input should be less than or equal to 45"],
+    )
     detail: list[FieldErrorOut]
 
 
@@ -45,8 +57,11 @@ class Problem(_Out):
 
 
 class ProblemResponse(_Out):
-    """401, 404, 413, 500 and 503."""
+    """401, 404, 405, 408, 409, 412, 413, 415, 500 and 503: the one error shape, its `detail` the
+    code and message again (as v1 answered them)."""
 
+    code: str = Field(description="Stable error code (README: Errors).", examples=["not_found"])
+    message: str = Field(examples=["no assessment 4f8c0d6e2b7a4c1e9d3f5a7b9c1d3e5f"])
     detail: Problem
 
 

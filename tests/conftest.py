@@ -116,6 +116,18 @@ def shared_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest
     return str(request.getfixturevalue("postgres_schema_url"))
 
 
+OWN_STORE_FIXTURES = {"database_url", "private_database_url"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that asks for a store of its own (`database_url`, `private_database_url`) starts a
+    service of its own, or restarts one, on each database: seconds each. They are marked slow, out
+    of the fast lane; the tests on the shared services (`client`, `shared_database_url`) are not."""
+    for item in items:
+        if OWN_STORE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     reason = postgres_unavailable_reason()
     return [f"audit store tests: SQLite, and PostgreSQL {'SKIPPED: ' + reason if reason else 'at ' + POSTGRES_URL}"]

@@ -200,7 +200,7 @@ def test_feedback_for_a_card_never_issued_is_422_and_nothing_is_stored(client: T
 
 
 def test_an_unknown_service_or_hook_is_refused(client: TestClient) -> None:
-    assert client.post("/cds-services/something-else", json=_call("V06")).status_code == 422
+    assert client.post("/cds-services/something-else", json=_call("V06")).status_code == 404  # no such service
     call = _call("V06")
     call["hook"] = "encounter-start"
     assert client.post("/cds-services/aegrade-toxicity", json=call).status_code == 422

@@ -7,11 +7,13 @@ import time
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api.server import Server
 from tests.api.test_api import VIGNETTES
 
 
+@pytest.mark.slow
 def test_every_acknowledged_assessment_survives_sigkill(database_url: str) -> None:
     server = Server({"AEGRADE_DATABASE_URL": database_url}).start()
     acknowledged: list[str] = []

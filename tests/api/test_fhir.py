@@ -102,6 +102,7 @@ def test_masked_fever_comes_from_the_tocilizumab_administration(client: TestClie
     assert body["crs"]["grade"] == 3
 
 
+@pytest.mark.slow  # a service of its own
 def test_masking_can_be_turned_off(tmp_path: Path) -> None:
     settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'b.sqlite3'}", fhir_administrations_mask_fever=False)
     with TestClient(create_app(settings)) as other:

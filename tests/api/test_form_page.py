@@ -169,6 +169,7 @@ def test_a_body_that_is_not_a_form_is_400_not_500(client: TestClient) -> None:
     assert page.status_code == 400 and "could not be read" in page.text
 
 
+@pytest.mark.slow  # a service of its own
 def test_with_api_keys_the_form_needs_a_session_opened_once_with_a_key(tmp_path: Path) -> None:
     key = "k" * 20
     settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", api_keys=[key])

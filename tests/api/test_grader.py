@@ -80,13 +80,14 @@ def test_a_crashed_grading_process_gives_no_grade_is_on_record_and_is_replaced(c
     rows = _rows(private_database_url, "SELECT request, error FROM assessments WHERE outcome = 'engine_error'")
     crashed = [row for row in rows if str(faults.MARKER_AGE) in str(row[0])]  # the body as received is on record
     assert len(crashed) == 1 and "stopped" in str(crashed[0][1])
-    after = crashing.post("/v1/assessments", json=REQUEST)  # waits while the replacement starts
+    after = faults.once_replaced(lambda: crashing.post("/v1/assessments", json=REQUEST))
     assert after.status_code == 200, after.text
     assert grader.restarts == 1
     assert grader.pids[0] not in (None, first_pid)
     assert first_pid is not None and not _alive(first_pid)
 
 
+@pytest.mark.slow
 def test_a_hung_grading_process_is_a_503_and_is_replaced(database_url: str) -> None:
     settings = ServiceSettings(database_url=database_url, grading_timeout_s=2)
     with TestClient(create_app(settings, grader_engine_factory="tests.api.faults:hanging_engine")) as client:
@@ -98,7 +99,7 @@ def test_a_hung_grading_process_is_a_503_and_is_replaced(database_url: str) -> N
         assert response.json()["detail"]["code"] == "grading_unavailable"
         assert time.monotonic() - started < 10
         assert client.get("/healthz").status_code == 200  # the web process did not hang with it
-        after = client.post("/v1/assessments", json=REQUEST)
+        after = faults.once_replaced(lambda: client.post("/v1/assessments", json=REQUEST))
         assert after.status_code == 200, after.text
         assert grader.restarts == 1 and grader.pids[0] != first_pid
     graded = {row[0] for row in _rows(database_url, "SELECT id FROM assessments WHERE outcome = 'graded'")}
@@ -134,6 +135,7 @@ def _fails_to_build(config: GraderConfig) -> Any:
     raise RuntimeError("no engine here")
 
 
+@pytest.mark.slow  # a service of its own
 def test_the_service_refuses_to_start_when_its_grading_process_cannot(tmp_path: Path) -> None:
     app = create_app(ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}"), grader_engine_factory="tests.api.test_grader:_fails_to_build")
     with pytest.raises(RuntimeError, match="no engine here"):
@@ -141,6 +143,7 @@ def test_the_service_refuses_to_start_when_its_grading_process_cannot(tmp_path: 
             pass
 
 
+@pytest.mark.slow
 def test_the_grading_process_exits_when_the_web_process_is_killed(tmp_path: Path) -> None:
     server = Server({"AEGRADE_DATABASE_URL": f"sqlite:///{tmp_path / 'a.sqlite3'}"}).start()
     try:

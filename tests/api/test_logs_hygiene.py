@@ -126,6 +126,7 @@ def send_planted_requests(http: httpx.Client) -> list[int]:
     return statuses
 
 
+@pytest.mark.slow  # a real server on each database
 def test_nothing_the_service_prints_carries_patient_data(store_url: str, tmp_path: Path) -> None:
     log = tmp_path / "service.log"
     server = Server({"AEGRADE_DATABASE_URL": store_url, "AEGRADE_LOG_LEVEL": "DEBUG"}, log_file=log, access_log=True).start()
@@ -174,7 +175,8 @@ def test_an_unexpected_error_is_500_logged_without_its_message(tmp_path: Path, c
     with TestClient(app) as client, caplog.at_level("INFO"):
         response = client.get(f"/v1/patients/{PATIENT_ID}/boom")
     assert response.status_code == 500
-    assert response.json() == {"detail": {"code": "internal_error", "message": "unexpected error; no grade was given"}}
+    problem = {"code": "internal_error", "message": "unexpected error; no grade was given"}
+    assert response.json() == {**problem, "detail": problem}
     assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-store"
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("aegrade"))  # not httpx's own
     assert "LookupError" in logged and "GET /v1/patients/{patient_id}/boom 500" in logged

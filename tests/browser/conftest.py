@@ -22,6 +22,13 @@ AXE = HERE / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = Path(os.environ.get("AEGRADE_SCREENSHOTS", HERE.parents[1] / "artifacts" / "screenshots"))
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every browser test is slow (a uvicorn and a Chromium): out of the fast lane."""
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'audit.sqlite3'}"

@@ -170,6 +170,7 @@ def test_only_the_private_module_imports_durable_rules() -> None:
     assert offenders == []
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_over_many_evaluations(engine: aegrade.Engine) -> None:
     """A short guard; bench/engine.py measures 200,000 assessments."""
     def rss_kib() -> int:

@@ -36,6 +36,7 @@ def test_real_rule_files_load_with_unique_ids_and_every_rule_cited() -> None:
                 assert rs.setting(rule.interpretation).evidence_level in ("U", "LOCAL"), rule.id
 
 
+@pytest.mark.slow
 def test_every_rule_is_reached_by_a_test_of_its_own_file(engine: aegrade.Engine) -> None:
     """Engine.self_test enforces this; here it is checked independently of that code path."""
     engines: dict[tuple[str, tuple[tuple[str, Any], ...]], aegrade.Engine] = {}
