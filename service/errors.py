@@ -127,9 +127,10 @@ class GradingFailed(GradingUnavailable):
 
     code = "grading_failed"
 
-    def __init__(self, message: str, *, crashed: bool) -> None:
+    def __init__(self, message: str, *, crashed: bool, sent: bool = True) -> None:
         super().__init__(message)
         self.crashed = crashed
+        self.sent = sent  # False: the job never reached a grading process (nothing can be on record)
 
 
 SERVICE_ERROR_CODES: dict[str, type[ServiceError]] = {

@@ -8,7 +8,8 @@
 Every route reaches this module through one function, `service.grading.grade_and_record`: the JSON
 route sends the body as received, the form, FHIR and CDS Hooks routes the Assessment they parsed
 (with what to keep on record and what to add to the result), the episode routes the observation or
-treatment. The grading process is the only writer of audit records.
+treatment. The grading process writes every record of a grading; the web process writes only
+the failure record of a grading process that crashed, and undelivered marks.
 
 Why a process of its own:
 - Grading is CPU work (both evaluators, about 0.1-0.2 ms) and so is writing the audit record. In
@@ -194,7 +195,7 @@ class Grader:
             if ready:
                 return min(ready, key=lambda worker: len(worker.pending))
             if self.closing or time.monotonic() >= deadline:
-                raise GradingFailed("no grading process is running (they are restarting)", crashed=False)
+                raise GradingFailed("no grading process is running (they are restarting)", crashed=False, sent=False)
             await asyncio.sleep(0.05)
 
     def _flush(self) -> None:

@@ -73,7 +73,8 @@ async def grade_and_record(
                 request=_as_recorded(job), code=EngineError.code, message=str(exc),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
-        await _mark_undelivered(store, job, str(exc), failure)
+        if exc.sent:
+            await _mark_undelivered(store, job, str(exc), failure)
         if exc.crashed:
             raise EngineError(f"no grade was given: {exc}") from exc
         raise GradingUnavailable(f"no grade was given: {exc}") from exc

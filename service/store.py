@@ -5,9 +5,10 @@ survives a killed process), PostgreSQL when the URL says so. SQLAlchemy 2 Core w
 no hand-written SQL dialect switch.
 
 A record is committed before the answer is sent. If it cannot be, the caller gets StoreUnavailable
-and must not give the grade. Audit rows are written by one function, `insert_records`, and only in
-the grading processes (service/grader.py): there the records of a batch of requests are committed
-together, and an episode write commits its records in its own transaction.
+and must not give the grade. Audit rows are written by one function, `insert_records`: in the
+grading processes (service/grader.py), where the records of a batch of requests are committed
+together and an episode write commits its records in its own transaction; and in the web process
+only for the failure record of a grading process that crashed (`mark_undelivered`).
 
 When the service knows that a committed record's answer was not delivered (the grading process gave
 its reply too late, crashed after committing, or the request was cancelled), the record is marked
