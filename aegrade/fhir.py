@@ -19,10 +19,13 @@ How the resources are read (README: FHIR R4 input):
 - Age is computed from Patient.birthDate at `as_of` (a full date is required).
 - Vasopressors are those with a MedicationAdministration running at `as_of`. Without one the field
   is not reported (never "none": a Bundle cannot show that nothing runs).
-- Fever masking: a tocilizumab, anakinra, corticosteroid or antipyretic administration at or before
-  `as_of` sets `crs.fever_masked` true unless an Observation states it (aegrade code fever-masked).
-  A snapshot has no CRS onset, so this reading, which never misses CRS behind a treated fever, is
-  an interpretation named in the result (setting fhir_administrations_mask_fever).
+- Fever masking follows the episode rule: a masking agent (the CRS rule file's) sets
+  `crs.fever_masked` only when given at or after CRS onset (a temperature at or above the rule
+  file's fever threshold in the Bundle at or before it) or with a reasonCode naming CRS, unless an
+  Observation states it. Premedication never masks; with no usable time it is undecided and left
+  unreported. `mapping.masking_decisions` says which administration masked and why.
+- A resource that cannot be used (time, status, code, unit, reference, invalid FHIR) is listed in
+  `mapping.ignored`; only the Patient, another patient's data and conflicts refuse the request.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, get_args
 
@@ -39,10 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aegrade.episodes import EARLIEST, FUTURE_TOLERANCE, default_fever_masking
 from aegrade.episodes import masking_window_hours as _masking_window
-from aegrade.errors import FhirInputError, FieldError, InvalidAssessment
+from aegrade.errors import FhirInputError, FieldError, InvalidAssessment, RuleFileError
 from aegrade.fhir_codes import (
     AEGRADE_SYSTEM,
     AGENT_NAMES,
+    CRS_REASON_TEXT,
+    PREMEDICATION_TEXT,
     DEVICE_TEXT,
     LOINC,
     OWN_CODES,
@@ -57,6 +63,7 @@ from aegrade.fhir_codes import (
     QuantityKind,
 )
 from aegrade.models import AssessmentResult, IcpSign, Interpretation
+from aegrade.rulefile import AllOf, AnyOf, FactTest, default_rules_dir, load_rulesets
 from aegrade.rulefile import FeverMasking as FeverMaskingRule
 
 __all__ = [
@@ -64,11 +71,14 @@ __all__ = [
     "FhirInputError",
     "FhirMapping",
     "IgnoredResource",
+    "MaskingDecision",
     "Located",
     "MappedValue",
     "age_at",
     "bundle_resources",
+    "default_fever_threshold_c",
     "errors_at_sources",
+    "fever_threshold",
     "map_resources",
     "with_fhir_context",
 ]
@@ -76,6 +86,8 @@ __all__ = [
 READ_TYPES = ("Patient", "Observation", "MedicationAdministration", "Medication")
 OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 GIVEN_STATUSES = frozenset({"in-progress", "completed", "stopped"})
+UNRESOLVED = "<unresolved medication reference>"
+BUNDLE_TYPES = ("collection", "transaction", "searchset", "batch-response")
 Loc = tuple[str | int, ...]
 
 
@@ -118,6 +130,17 @@ class IgnoredResource(_Out):
     reason: str
 
 
+class MaskingDecision(_Out):
+    """One fever-masking administration and what it did: masks (true), does not (false), or
+    undecided (null: crs.fever_masked is then left unreported)."""
+
+    source: str
+    agent: str
+    given_at: datetime | None
+    masks: bool | None
+    reason: str
+
+
 class FhirMapping(_Out):
     """What the resources gave: the assessment (as JSON) and where each value came from."""
 
@@ -129,6 +152,9 @@ class FhirMapping(_Out):
         default_factory=list, description="Fever-masking administrations found (tocilizumab, anakinra, corticosteroids, antipyretics)."
     )
     masking_applied: bool = Field(default=False, description="Whether they set crs.fever_masked (no fever-masked Observation was sent).")
+    masking_decisions: list[MaskingDecision] = Field(
+        default_factory=list, description="Each fever-masking administration: whether it masks fever, and why (README: fever masking)."
+    )
 
 
 class FhirAssessmentResult(AssessmentResult):
@@ -160,22 +186,25 @@ def _instant(text: Any) -> datetime | None:
         return None
 
 
-def _effective(at: Located, problems: list[FieldError]) -> datetime | None:
+def _effective(at: Located) -> tuple[datetime | None, str]:
+    """The resource's time in UTC, or None and why it cannot be used (a date without a time, no
+    zone, no time at all): the resource is then listed as ignored, never the request refused."""
     resource = at.resource
     for key in ("effectiveDateTime", "effectiveInstant"):
         if key in resource:
-            when = _instant(resource[key])
-            if when is None:
-                problems.append(_problem(at, (key,), "needs a date and time with a time zone, e.g. 2026-11-21T10:00:00Z"))
-            return when
+            return _usable(resource[key], key)
     if "effectivePeriod" in resource and isinstance(resource["effectivePeriod"], Mapping):
-        start = resource["effectivePeriod"].get("start")
-        when = _instant(start)
-        if when is None:
-            problems.append(_problem(at, ("effectivePeriod", "start"), "needs a start date and time with a time zone"))
-        return when
-    problems.append(_problem(at, (), "has no effective time (effectiveDateTime, effectiveInstant or effectivePeriod.start)"))
-    return None
+        return _usable(resource["effectivePeriod"].get("start"), "effectivePeriod.start")
+    return None, "no effective time (effectiveDateTime, effectiveInstant or effectivePeriod.start)"
+
+
+def _usable(text: Any, key: str) -> tuple[datetime | None, str]:
+    when = _instant(text)
+    if when is not None:
+        return when, ""
+    if isinstance(text, str) and re.fullmatch(r"\d{4}(-\d\d(-\d\d)?)?", text):
+        return None, f"{key}: date without time ({text}): cannot be placed in the assessment window"
+    return None, f"{key}: not a date and time with a time zone ({text!r})"
 
 
 def _codings(concept: Any) -> list[Mapping[str, Any]]:
@@ -230,22 +259,20 @@ class _Reader:
     def quantity(self, at: Located, path: Loc, element: Mapping[str, Any], code: str, kind: QuantityKind, when: datetime) -> None:
         quantity = element.get("valueQuantity")
         if not isinstance(quantity, Mapping):
-            self.problems.append(_problem(at, path, f"{kind.display} ({code}) needs a valueQuantity"))
+            self.ignore(at, f"{kind.display} ({code}) needs a valueQuantity")
             return
         value = _number(quantity.get("value"))
         unit = quantity.get("code")
         system = quantity.get("system")
         if value is None:
-            self.problems.append(_problem(at, (*path, "valueQuantity", "value"), "the value must be a finite number"))
+            self.ignore(at, f"{kind.display} ({code}): the value must be a finite number")
             return
         if system is not None and system != UCUM:
-            self.problems.append(_problem(at, (*path, "valueQuantity", "system"), f"the unit must be UCUM ({UCUM}), not {system}", "unit_unknown"))
+            self.ignore(at, f"{kind.display} ({code}): the unit must be UCUM ({UCUM}), not {system}")
             return
         if unit not in kind.units:
             allowed = ", ".join(kind.units)
-            self.problems.append(
-                _problem(at, (*path, "valueQuantity", "code"), f"{kind.display} ({code}) must be in {allowed} (UCUM), not {unit!r}", "unit_mismatch")
-            )
+            self.ignore(at, f"{kind.display} ({code}) must be in {allowed} (UCUM), not {unit!r}")
             return
         target, factor = kind.units[unit]
         converted = value if kind.kind == "temperature" else round(value * factor, 4)
@@ -259,12 +286,12 @@ class _Reader:
         if own.value == "boolean":
             value = element.get("valueBoolean")
             if not isinstance(value, bool):
-                self.problems.append(_problem(at, (*path, "valueBoolean"), f"{label} needs valueBoolean true or false"))
+                self.ignore(at, f"{label} needs valueBoolean true or false")
                 return
         elif own.value == "integer":
             value = element.get("valueInteger")
             if isinstance(value, bool) or not isinstance(value, int):
-                self.problems.append(_problem(at, (*path, "valueInteger"), f"{label} needs a whole-number valueInteger"))
+                self.ignore(at, f"{label} needs a whole-number valueInteger")
                 return
         else:
             value = self._code_value(at, path, element, code, own, label)
@@ -275,7 +302,7 @@ class _Reader:
     def _code_value(self, at: Located, path: Loc, element: Mapping[str, Any], code: str, own: OwnCode, label: str) -> str | None:
         concept = element.get("valueCodeableConcept")
         if not isinstance(concept, Mapping):
-            self.problems.append(_problem(at, (*path, "valueCodeableConcept"), f"{label} needs a valueCodeableConcept"))
+            self.ignore(at, f"{label} needs a valueCodeableConcept")
             return None
         found: set[str] = set()
         for coding in _codings(concept):
@@ -292,9 +319,7 @@ class _Reader:
         if len(found) != 1:
             why = "names more than one value" if found else "has no code or text recognised"
             allowed = ", ".join(own.codes)
-            self.problems.append(
-                _problem(at, (*path, "valueCodeableConcept"), f"{label} {why}: use {AEGRADE_SYSTEM} codes ({allowed})", "code_unknown")
-            )
+            self.ignore(at, f"{label} {why}: use {AEGRADE_SYSTEM} codes ({allowed})")
             return None
         return found.pop()
 
@@ -302,21 +327,34 @@ class _Reader:
 # ---- the mapping -----------------------------------------------------------------------------
 
 
-def _validate_fhir(located: Sequence[Located], problems: list[FieldError]) -> None:
+def _validate_fhir(located: Sequence[Located], problems: list[FieldError], ignored: list[IgnoredResource]) -> list[Located]:
+    """The resources that are valid FHIR R4. An invalid Patient refuses the request (the age cannot
+    be read); any other invalid resource is listed as ignored."""
     from fhir.resources.R4B import get_fhir_model_class
 
+    valid: list[Located] = []
     for at in located:
         kind = at.resource.get("resourceType")
         if kind not in READ_TYPES:
+            valid.append(at)
             continue
+        found: list[FieldError] = []
         try:
             get_fhir_model_class(str(kind)).model_validate(dict(at.resource))
         except ValidationError as exc:
             for error in exc.errors()[:20]:
                 path = tuple(p for p in error.get("loc", ()) if isinstance(p, (str, int)))
-                problems.append(_problem(at, path, f"not valid FHIR R4: {error.get('msg', '')}"))
+                found.append(_problem(at, path, f"not valid FHIR R4: {error.get('msg', '')}"))
         except Exception as exc:  # fhir.resources raises KeyError/TypeError for some malformed input
-            problems.append(_problem(at, (), f"not valid FHIR R4 ({type(exc).__name__})"))
+            found.append(_problem(at, (), f"not valid FHIR R4 ({type(exc).__name__})"))
+        if not found:
+            valid.append(at)
+        elif kind == "Patient":
+            problems.extend(found)
+        else:
+            where = ".".join(str(p) for p in found[0].loc[len(at.loc):])
+            ignored.append(IgnoredResource(source=at.label, reason=f"not valid FHIR R4{' at ' + where if where else ''}: {found[0].msg.split(': ', 1)[-1]}"))
+    return valid
 
 
 def _patient(located: Sequence[Located], problems: list[FieldError]) -> tuple[Located | None, date | None]:
@@ -367,19 +405,19 @@ def _read_observation(reader: _Reader, at: Located) -> None:
         known = [(s, str(c)) for s, c in codes if (s == LOINC and c in QUANTITIES) or (s == AEGRADE_SYSTEM and c in OWN_CODES)]
         kinds = {QUANTITIES[c].kind if s == LOINC else c for s, c in known}
         if len(kinds) > 1:
-            reader.problems.append(_problem(at, (*path, "code"), "its codings name different things; send one", "conflict"))
+            reader.ignore(at, f"{'.'.join(str(p) for p in (*path, 'code'))}: its codings name different things")
             continue
         if known:
             recognised.append((path, element, *known[0]))
     if not recognised:
         reader.ignore(at, "no code read by aegrade")
         return
-    when = _effective(at, reader.problems)
+    when, why = _effective(at)
     if when is None:
+        reader.ignore(at, why)
         return
     if when > reader.now + FUTURE_TOLERANCE or when < EARLIEST:
-        time_key = next(k for k in ("effectiveDateTime", "effectiveInstant", "effectivePeriod") if k in resource)
-        reader.problems.append(_problem(at, (time_key,), "the time is in the future or before 2000"))
+        reader.ignore(at, f"the time {when.isoformat()} is in the future or before {EARLIEST.year}")
         return
     for path, element, system, code in recognised:
         if "dataAbsentReason" in element:
@@ -444,11 +482,7 @@ def _medication_agent(at: Located, located: Sequence[Located], reader: _Reader) 
         reference = at.resource["medicationReference"].get("reference")
         concept = _resolve_medication(reference, at, located)
         if concept is None:
-            reader.problems.append(
-                _problem(at, ("medicationReference",), f"{reference!r} is not a Medication in the request: aegrade cannot tell "
-                         "whether this is a vasopressor or a fever-masking drug", "unresolved")
-            )
-            return None
+            return UNRESOLVED
     agents: set[str] = set()
     for coding in _codings(concept):
         if coding.get("system") == RXNORM and coding.get("code") in RXNORM_AGENTS:
@@ -479,26 +513,67 @@ def _resolve_medication(reference: Any, at: Located, located: Sequence[Located])
     return None
 
 
+@dataclass(frozen=True)
+class _Given:
+    """A masking agent's administration: when (None: no usable time) and the reason it gives."""
+
+    agent: str
+    at: Located
+    when: datetime | None
+    reason: str | None  # "crs", "premedication" or None
+    why_no_time: str = ""
+
+
+def _reason(at: Located) -> str | None:
+    """"crs" when MedicationAdministration.reasonCode names cytokine release syndrome, "premedication"
+    when it names premedication or prophylaxis, else None. Read from the text and the codings'
+    display: no SNOMED CT or ICD-10 code for CRS could be confirmed from a stored source, so the
+    words are matched (CRS_REASON_TEXT, PREMEDICATION_TEXT in aegrade/fhir_codes.py)."""
+    texts: list[str] = []
+    for concept in at.resource.get("reasonCode") or []:
+        if isinstance(concept, Mapping):
+            texts += [t for t in [concept.get("text")] + [c.get("display") for c in _codings(concept)] if isinstance(t, str)]
+    words = " ".join(" ".join(re.findall(r"[a-z]+", t.lower())) for t in texts)
+    if any(w in words for w in PREMEDICATION_TEXT):
+        return "premedication"
+    if any(w in words for w in CRS_REASON_TEXT):
+        return "crs"
+    return None
+
+
 def _administrations(
     located: Sequence[Located], patient: Located | None, reader: _Reader, as_of: datetime, masking_agents: frozenset[str]
-) -> tuple[list[tuple[str, Located]], list[tuple[str, Located, datetime]]]:
-    """Vasopressors running at `as_of`, and masking agents (the CRS rule file's) given at or before it."""
+) -> tuple[list[tuple[str, Located]], list[_Given]]:
+    """Vasopressors running at `as_of`, and masking agents (the CRS rule file's) given at or before
+    it (or at no usable time: whether they mask is then undecided)."""
     running: list[tuple[str, Located]] = []
-    given: list[tuple[str, Located, datetime]] = []
+    given: list[_Given] = []
     for at in located:
         if at.resource.get("resourceType") != "MedicationAdministration":
             continue
         _subject_matches(at, patient, reader.problems)
         agent = _medication_agent(at, located, reader)
         status = at.resource.get("status")
+        if agent == UNRESOLVED:
+            reference = at.resource["medicationReference"].get("reference")
+            reader.ignore(at, f"medicationReference {reference!r} is not a Medication in the request (send it, e.g. with _include): "
+                          "whether it is a vasopressor or a fever-masking drug cannot be told")
+            continue
         if agent is None:
             reader.ignore(at, "not a vasopressor, anticytokine, corticosteroid or antipyretic read by aegrade")
             continue
         if status not in GIVEN_STATUSES:
             reader.ignore(at, f"{agent}: status {status!r}, not given")
             continue
-        start = _effective(at, reader.problems)
+        start, why = _effective(at)
+        if start is not None and start < EARLIEST:
+            why = f"the time {start.isoformat()} is before {EARLIEST.year}"
+            start = None
         if start is None:
+            if agent in masking_agents:
+                given.append(_Given(agent, at, None, _reason(at), why))
+            else:
+                reader.ignore(at, f"{agent}: {why}")
             continue
         period = at.resource.get("effectivePeriod")
         end = _instant(period.get("end")) if isinstance(period, Mapping) and period.get("end") else None
@@ -511,8 +586,82 @@ def _administrations(
             else:
                 reader.ignore(at, f"{agent}: not running at the assessment time")
         elif agent in masking_agents:
-            given.append((agent, at, start))
+            given.append(_Given(agent, at, start, _reason(at)))
     return running, given
+
+
+def fever_threshold(file: Any) -> float | None:
+    """The temperature (°C) at which the CRS rule file's fever rules (domain fever, grade >= 1) start:
+    their `{fact: temperature_c, op: gte, value: X}` test."""
+    found: list[float] = []
+
+    def walk(condition: Any) -> None:
+        if isinstance(condition, AllOf):
+            for c in condition.all:
+                walk(c)
+        elif isinstance(condition, AnyOf):
+            for c in condition.any:
+                walk(c)
+        elif isinstance(condition, FactTest) and condition.fact == "temperature_c" and condition.op == "gte":
+            if isinstance(condition.value, (int, float)) and not isinstance(condition.value, bool):
+                found.append(float(condition.value))
+
+    for rule in file.rules:
+        if rule.domain == "fever" and rule.grade is not None and rule.grade >= 1:
+            walk(rule.when)
+    return min(found) if found else None
+
+
+@cache
+def default_fever_threshold_c() -> float:
+    """The fever threshold of the active primary CRS rule file in rules/ (ASTCT 2019: 38.0 °C)."""
+    for ruleset in load_rulesets():
+        file = ruleset.file
+        if file.subject == "crs" and file.status == "active" and file.role == "primary":
+            threshold = fever_threshold(file)
+            if threshold is not None:
+                return threshold
+    raise RuleFileError(str(default_rules_dir()), "the active primary CRS rule file declares no fever rule (temperature_c gte)")
+
+
+@dataclass(frozen=True)
+class _Decision:
+    given: _Given
+    masks: bool | None  # None: undecided
+    why: str
+
+
+def _masking_decisions(
+    given: Sequence[_Given], candidates: Sequence[_Candidate], as_of: datetime, since: datetime | None, threshold: float, enabled: bool
+) -> list[_Decision]:
+    """The episode rule on a Bundle (ASTCT 2019: "patients who have CRS then receive antipyretic or
+    anticytokine therapy"): an administration masks fever when it was given at or after CRS onset,
+    read as a temperature >= the rule file's fever threshold in the Bundle at or before it, or when
+    its reasonCode is CRS. Premedication never masks. With no usable time it is undecided."""
+    fevers = sorted((c for c in candidates if c.kind == "temperature" and c.comparable >= threshold), key=lambda c: c.when)
+    decisions: list[_Decision] = []
+    for g in sorted(given, key=lambda g: (g.when is None, g.when or as_of)):
+        if not enabled:
+            decisions.append(_Decision(g, False, "not read as masking (AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER is false)"))
+        elif g.reason == "premedication":
+            decisions.append(_Decision(g, False, "its reasonCode is premedication/prophylaxis: premedication never masks fever"))
+        elif g.when is None:
+            decisions.append(_Decision(g, None, f"{g.why_no_time}: whether it was given after CRS onset cannot be told, so "
+                                       "crs.fever_masked is left unreported (the safer reading: CRS is reported undetermined by it, "
+                                       "never graded on a guess either way)"))
+        elif since is not None and g.when < since:
+            decisions.append(_Decision(g, False, f"given before the fever-masking window ({since.isoformat()})"))
+        elif g.reason == "crs":
+            decisions.append(_Decision(g, True, "its reasonCode is cytokine release syndrome"))
+        else:
+            onset = next((c for c in fevers if c.when <= g.when), None)
+            if onset is not None:
+                decisions.append(_Decision(g, True, f"given at or after CRS onset: {onset.value} {onset.unit} at "
+                                           f"{onset.when.isoformat()} ({onset.at.label}), a fever >= {threshold:g} °C"))
+            else:
+                decisions.append(_Decision(g, False, f"no fever >= {threshold:g} °C in the Bundle at or before it and no CRS reasonCode: "
+                                           "not treatment of CRS (e.g. premedication), so it does not mask fever"))
+    return decisions
 
 
 def map_resources(
@@ -524,6 +673,7 @@ def map_resources(
     masking_window_hours: float | None,
     administrations_mask_fever: bool,
     fever_masking: FeverMaskingRule | None = None,
+    fever_threshold_c: float | None = None,
 ) -> tuple[dict[str, Any], dict[str, MappedValue], FhirMapping]:
     """The Assessment (as a dict, to be validated by the engine), the source of each field, and the
     mapping to return. Raises FhirInputError naming each resource at fault.
@@ -532,24 +682,29 @@ def map_resources(
     Engine's is `Engine.fever_masking`); `masking_window_hours`, when set, overrides the window."""
     fever_masking = fever_masking or default_fever_masking()
     masking_window_hours = _masking_window(masking_window_hours, fever_masking)
+    threshold = fever_threshold_c if fever_threshold_c is not None else default_fever_threshold_c()
     problems: list[FieldError] = []
-    _validate_fhir(located, problems)
+    reader = _Reader(now=now)
+    located = _validate_fhir(located, problems, reader.ignored)
     if problems:
         raise FhirInputError(problems)
-    reader = _Reader(now=now)
     patient, birth = _patient(located, problems)
     for at in located:
         kind = at.resource.get("resourceType")
         if kind == "Observation":
             _subject_matches(at, patient, problems)
             _read_observation(reader, at)
+        elif kind == "OperationOutcome":
+            reader.ignore(at, "an OperationOutcome (an error or warning from the sender), not clinical data")
         elif kind not in READ_TYPES:
             reader.ignore(at, f"resource type {kind} is not read")
     if as_of is None:
         times = [c.when for c in reader.candidates]
         as_of = max(times) if times else None
     if as_of is None and not reader.problems:
-        problems.append(FieldError(loc=("body",), msg="no Observation read by aegrade: nothing to grade", code="missing"))
+        unused = "; ".join(f"{i.source}: {i.reason}" for i in reader.ignored[:3])
+        unused = f" (not used: {unused}{'; ...' if len(reader.ignored) > 3 else ''})" if unused else ""
+        problems.append(FieldError(loc=("body",), msg=f"no Observation read by aegrade: nothing to grade{unused}", code="missing"))
     if problems or reader.problems or as_of is None or patient is None:
         raise FhirInputError([*problems, *reader.problems])
     chosen = _latest(reader, as_of, window_hours)
@@ -595,15 +750,24 @@ def map_resources(
         for agent, at in running:
             record("crs.vasopressors", agents, at, f"MedicationAdministration {agent}", note="running at the assessment time")
     since = as_of - timedelta(hours=masking_window_hours) if masking_window_hours is not None else None
-    masking_given = sorted((g for g in given if g[2] <= as_of and (since is None or g[2] >= since)), key=lambda g: g[2])
-    masking = [f"{agent} at {when.isoformat()} ({at.label})" for agent, at, when in masking_given]
-    applied = bool(masking_given) and administrations_mask_fever and "crs.fever_masked" not in chosen
+    decisions = _masking_decisions(given, reader.candidates, as_of, since, threshold, administrations_mask_fever)
+    details = [
+        MaskingDecision(source=d.given.at.label, agent=d.given.agent, given_at=d.given.when, masks=d.masks, reason=d.why) for d in decisions
+    ]
+    masking = [
+        f"{d.agent} at {d.given_at.isoformat() if d.given_at else 'no usable time'} ({d.source}): "
+        f"{'masks' if d.masks else 'undecided' if d.masks is None else 'does not mask'}, {d.reason}"
+        for d in details
+    ]
+    masks = [d for d in decisions if d.masks]
+    applied = bool(masks) and "crs.fever_masked" not in chosen
     if applied:
-        agent, at, when = masking_given[0]
+        first = masks[0]
         _set(assessment, "crs.fever_masked", True)
-        record("crs.fever_masked", True, at, f"MedicationAdministration {agent}", when=when)
+        record("crs.fever_masked", True, first.given.at, f"MedicationAdministration {first.given.agent}", when=first.given.when, note=first.why)
     return assessment, sources, FhirMapping(
-        as_of=as_of, window_hours=window_hours, mapped=mapped, ignored=reader.ignored, masking=masking, masking_applied=applied
+        as_of=as_of, window_hours=window_hours, mapped=mapped, ignored=reader.ignored, masking=masking, masking_applied=applied,
+        masking_decisions=details,
     )
 
 
@@ -624,13 +788,22 @@ def _oxygen(assessment: dict[str, Any], chosen: dict[str, _Candidate]) -> None:
         )
 
 
-def bundle_resources(bundle: Mapping[str, Any], loc: Loc) -> list[Located]:
-    """The resources of a Bundle's entries, each with its location and fullUrl."""
+def bundle_resources(bundle: Mapping[str, Any], loc: Loc, _depth: int = 0) -> list[Located]:
+    """The resources of a Bundle's entries, each with its location and fullUrl. Reads collection,
+    transaction, searchset (match and include entries alike) and batch-response Bundles; a Bundle
+    inside an entry (a batch-response to a search) is read one level deep. An entry whose
+    response.status is not 2xx carries no data: its resource (an OperationOutcome) is still
+    returned, to be listed as ignored."""
     located: list[Located] = []
     for i, entry in enumerate(bundle.get("entry") or []):
         if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
+            resource = entry["resource"]
+            where = (*loc, "entry", i, "resource")
+            if resource.get("resourceType") == "Bundle" and _depth == 0:
+                located += bundle_resources(resource, where, 1)
+                continue
             full_url = entry.get("fullUrl") if isinstance(entry.get("fullUrl"), str) else None
-            located.append(Located(entry["resource"], (*loc, "entry", i, "resource"), full_url))
+            located.append(Located(resource, where, full_url))
     return located
 
 
@@ -654,20 +827,25 @@ def with_fhir_context(result: AssessmentResult, mapping: FhirMapping, administra
     crs = result.crs
     if crs is not None and mapping.masking:
         given = ", ".join(mapping.masking)
+        masks = any(d.masks for d in mapping.masking_decisions)
         if mapping.masking_applied:
             note = f"Fever masking from MedicationAdministration: {given}; fever is no longer required (ASTCT 2019)."
-        elif administrations_mask_fever:
+        elif masks:
             note = f"A fever-masked Observation was sent and used; the Bundle also records {given}."
-        else:
+        elif not administrations_mask_fever:
             note = f"Recorded {given}, not read as masking fever (AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER is false)."
+        else:
+            note = f"Fever masking not set from the Bundle: {given}."
         interpretation = Interpretation(
             setting="fhir_administrations_mask_fever",
             value=administrations_mask_fever,
             text=(
-                "A FHIR snapshot carries no CRS onset. With this setting true (the default), any tocilizumab, anakinra, "
-                "corticosteroid or antipyretic given at or before the assessment is read as masking fever (ASTCT 2019: "
-                "fever is no longer required after such therapy): CRS is never missed behind a treated fever, but "
-                "premedication counts too. An interpretation (AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER)."
+                "ASTCT 2019: in patients who have CRS then receive antipyretic or anticytokine therapy, fever is no "
+                "longer required. With this setting true (the default), a masking agent of the CRS rule file counts "
+                "only when given at or after CRS onset (a temperature at or above the rule file's fever threshold in "
+                "the Bundle at or before it) or when its reasonCode is cytokine release syndrome; premedication never "
+                "counts; with no usable time it is undecided and crs.fever_masked is left unreported. "
+                "An interpretation (AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER)."
             ),
         )
         crs = crs.model_copy(update={"notes": [note, *crs.notes], "interpretations": [*crs.interpretations, interpretation]})

@@ -211,3 +211,12 @@ AGENT_NAMES: dict[str, str] = {
 """Ingredient names, matched as whole words in the medication's text or display."""
 
 VASOPRESSORS = frozenset(get_args(Vasopressor))
+
+# ---- MedicationAdministration.reasonCode (fever masking, README: FHIR R4 input) ---------------
+# Matched as words in reasonCode.text and coding.display (lower case, letters only). No SNOMED CT or
+# ICD-10-CM code for cytokine release syndrome could be confirmed from a stored source while this
+# was written, so codes are not matched: the text is.
+CRS_REASON_TEXT: tuple[str, ...] = ("cytokine release",)
+"""A reason naming cytokine release syndrome: the administration treats CRS, so it masks fever."""
+PREMEDICATION_TEXT: tuple[str, ...] = ("premedication", "pre medication", "premed", "prophylaxis", "prophylactic")
+"""A reason naming premedication or prophylaxis: never masks fever (e.g. blinatumomab's dexamethasone)."""

@@ -24,6 +24,7 @@ from aegrade.fhir import (
     Located,
     bundle_resources,
     errors_at_sources,
+    fever_threshold,
     map_resources,
 )
 from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, OWN_CODES
@@ -53,10 +54,10 @@ class BundleEntryIn(_In):
 
 
 class FhirBundleIn(_In):
-    """A FHIR R4 Bundle of type collection or transaction (README: FHIR R4 input)."""
+    """A FHIR R4 Bundle of type collection, transaction, searchset or batch-response (README: FHIR R4 input)."""
 
     resourceType: Literal["Bundle"]
-    type: Literal["collection", "transaction"]
+    type: Literal["collection", "transaction", "searchset", "batch-response"]
     id: str | None = None
     meta: dict[str, Any] | None = None
     implicitRules: str | None = None
@@ -148,6 +149,7 @@ async def grade_fhir(
         masking_window_hours=settings.episode_masking_window_hours,
         administrations_mask_fever=settings.fhir_administrations_mask_fever,
         fever_masking=state.engine.fever_masking,
+        fever_threshold_c=fever_threshold(state.engine.primary("crs").file),
     )
     try:
         assessment: Assessment = state.engine.validate(assessment_dict)

@@ -11,7 +11,7 @@
 | AEGRADE_GRADING_PROCESSES | 1 | processes that grade and record, for every route, beside the web process |
 | AEGRADE_GRADING_TIMEOUT_S | 30 | every route that grades (JSON, form, FHIR, CDS Hooks, episodes): longer without a committed grade is a 503, and the grading process is replaced |
 | AEGRADE_FHIR_WINDOW_HOURS | 4 | FHIR input: Observations older than this before the assessment time are not used |
-| AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration sets fever_masked (an interpretation) |
+| AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration given at or after CRS onset in the Bundle, or for CRS, sets fever_masked; premedication never does |
 | AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
 | AEGRADE_BODY_TIMEOUT_S | 30 | a request body not received whole within this many seconds gets 408 |
 | AEGRADE_SESSION_SECRET | (empty: a random secret per process) | HMAC key of the bedside form's session and CSRF tokens (32+ characters); set it when several processes serve the form |
@@ -91,8 +91,9 @@ class ServiceSettings(BaseSettings):
     fhir_administrations_mask_fever: bool = Field(
         default=True,
         description=(
-            "FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration at or before the "
-            "assessment sets crs.fever_masked (a snapshot has no CRS onset; an interpretation named in the result)."
+            "FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration given at or after "
+            "CRS onset (a fever in the Bundle before it), or for CRS, sets crs.fever_masked; premedication never "
+            "does. False: administrations are not read as masking."
         ),
     )
 

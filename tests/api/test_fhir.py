@@ -95,7 +95,16 @@ def test_fhir_json_media_type_is_accepted(client: TestClient) -> None:
 
 
 def test_masked_fever_comes_from_the_tocilizumab_administration(client: TestClient) -> None:
-    body = client.post("/v1/fhir/assessments", json=bundle("V19")).json()
+    # tocilizumab at 08:00 with no fever before it in the Bundle: not given for CRS, does not mask
+    unmasked = client.post("/v1/fhir/assessments", json=bundle("V19")).json()
+    assert not unmasked["mapping"]["masking_applied"]
+    assert unmasked["mapping"]["masking_decisions"][0]["masks"] is False
+    # with a fever charted at 07:00 (CRS onset), the 08:00 tocilizumab masks fever, and says why
+    with_fever = bundle("V19")
+    with_fever["entry"].append(_obs("8310-5", _qty(39.0, "Cel"), when="2026-06-01T07:00:00Z", oid="onset-fever"))
+    body = client.post("/v1/fhir/assessments", json=with_fever).json()
+    assert body["mapping"]["masking_decisions"][0]["masks"] is True
+    assert "Observation/onset-fever" in body["mapping"]["masking_decisions"][0]["reason"]
     masked = [m for m in body["mapping"]["mapped"] if m["field"] == "crs.fever_masked"]
     assert masked[0]["value"] is True and "tocilizumab" in masked[0]["code"]
     assert any(i["setting"] == "fhir_administrations_mask_fever" for i in body["crs"]["interpretations"])
@@ -143,7 +152,17 @@ def _reject(client: TestClient, body: dict[str, Any], *, names: str) -> list[dic
     return detail  # type: ignore[no-any-return]
 
 
-# ---- rejections: units, values, conflicts --------------------------------------------------------
+def _ignored(client: TestClient, body: dict[str, Any], source: str) -> str:
+    """Posted with one usable heart rate added: 200, and the reason `source` was listed as ignored."""
+    body["entry"].append(_obs("8867-4", _qty(80, "/min"), oid="hr-ok"))
+    response = client.post("/v1/fhir/assessments", json=body)
+    assert response.status_code == 200, response.text
+    reasons = {i["source"]: i["reason"] for i in response.json()["mapping"]["ignored"]}
+    assert source in reasons, reasons
+    return reasons[source]
+
+
+# ---- tolerant reading: units, values (ignored, named); conflicts (refused) -----------------------
 
 
 @pytest.mark.parametrize(
@@ -158,22 +177,21 @@ def _reject(client: TestClient, body: dict[str, Any], *, names: str) -> list[dic
         ("8867-4", {"valueQuantity": {"value": 80}}),  # no unit at all
     ],
 )
-def test_wrong_or_unknown_unit_is_refused_naming_the_observation(client: TestClient, code: str, quantity: dict[str, Any]) -> None:
-    detail = _reject(client, _bundle(_obs(code, quantity)), names="Observation/o1")
-    assert detail[0]["loc"][:4] == ["body", "entry", 1, "resource"]
-    assert detail[0]["type"] in {"unit_mismatch", "unit_unknown"}
+def test_wrong_or_unknown_unit_is_ignored_naming_the_observation(client: TestClient, code: str, quantity: dict[str, Any]) -> None:
+    reason = _ignored(client, _bundle(_obs(code, quantity)), "Observation/o1")
+    assert "UCUM" in reason
 
 
 @pytest.mark.parametrize("value", ["38", True, None])
-def test_a_value_that_is_not_a_json_number_is_refused(client: TestClient, value: Any) -> None:
-    _reject(client, _bundle(_obs("8310-5", _qty(value, "Cel"))), names="Observation/o1")
+def test_a_value_that_is_not_a_json_number_is_ignored(client: TestClient, value: Any) -> None:
+    _ignored(client, _bundle(_obs("8310-5", _qty(value, "Cel"))), "Observation/o1")
 
 
 def test_nan_in_the_body_is_refused(client: TestClient) -> None:
     text = json.dumps(_bundle(_obs("8310-5", _qty(38.0, "Cel")))).replace("38.0", "NaN")
     response = client.post("/v1/fhir/assessments", content=text, headers={"Content-Type": "application/json"})
-    assert response.status_code == 422
-    assert "valueQuantity" in json.dumps(response.json())
+    assert response.status_code == 422  # the only Observation is not usable: nothing to grade, and it is named
+    assert "Observation/o1" in json.dumps(response.json())
 
 
 def test_conflicting_values_at_one_time_are_refused_naming_both(client: TestClient) -> None:
@@ -211,8 +229,9 @@ def test_fahrenheit_boundary_through_fhir(client: TestClient) -> None:
 # ---- rejections: structure ----------------------------------------------------------------------
 
 
-def test_unknown_element_in_a_resource_is_refused(client: TestClient) -> None:
-    _reject(client, _bundle(_obs("8310-5", _qty(38.0, "Cel"), temperatureish=1)), names="not valid FHIR R4")
+def test_a_resource_that_is_not_valid_fhir_is_ignored(client: TestClient) -> None:
+    reason = _ignored(client, _bundle(_obs("8310-5", _qty(38.0, "Cel"), temperatureish=1)), "Observation/o1")
+    assert "not valid FHIR R4" in reason
 
 
 def test_no_patient_and_two_patients_are_refused(client: TestClient) -> None:
@@ -233,10 +252,9 @@ def test_an_observation_about_another_patient_is_refused(client: TestClient) -> 
 
 
 @pytest.mark.parametrize("when", ["2026-06-01", "2026-06-01T10:00:00", "2999-01-01T00:00:00Z"])
-def test_an_observation_time_without_a_zone_or_in_the_future_is_refused(client: TestClient, when: str) -> None:
-    response = client.post("/v1/fhir/assessments", json=_bundle(_obs("8310-5", _qty(38.0, "Cel"), when=when)))
-    assert response.status_code == 422
-    assert "Observation/o1" in response.text
+def test_an_observation_time_without_a_zone_or_in_the_future_is_ignored(client: TestClient, when: str) -> None:
+    reason = _ignored(client, _bundle(_obs("8310-5", _qty(38.0, "Cel"), when=when)), "Observation/o1")
+    assert ("date without time" in reason) if when == "2026-06-01" else ("time zone" in reason or "future" in reason or "not valid FHIR R4" in reason)
 
 
 def test_a_bundle_of_another_type_or_with_nothing_to_grade_is_refused(client: TestClient) -> None:
@@ -286,14 +304,14 @@ def test_an_engine_contradiction_is_moved_to_the_resource(client: TestClient) ->
 
 
 def test_a_boolean_item_needs_a_json_boolean(client: TestClient) -> None:
-    _reject(client, _bundle(_own("crs-hypotension", {"valueInteger": 1}, "h")), names="valueBoolean")
+    assert "valueBoolean" in _ignored(client, _bundle(_own("crs-hypotension", {"valueInteger": 1}, "h")), "Observation/h")
 
 
 def test_an_unrecognised_device_is_refused_not_guessed(client: TestClient) -> None:
     device = _own("oxygen-device", {"valueCodeableConcept": {"text": "some oxygen"}}, "d")
-    _reject(client, _bundle(device), names="no code or text recognised")
+    assert "no code or text recognised" in _ignored(client, _bundle(device), "Observation/d")
     snomed = _own("oxygen-device", {"valueCodeableConcept": {"coding": [{"system": SNOMED, "code": "123456"}]}}, "d")
-    _reject(client, _bundle(snomed), names="no code or text recognised")
+    assert "no code or text recognised" in _ignored(client, _bundle(snomed), "Observation/d")
 
 
 def test_a_flow_without_a_device_is_refused(client: TestClient) -> None:
@@ -305,9 +323,12 @@ def _admin(medication: dict[str, Any], status: str = "in-progress", **extra: Any
                          "effectivePeriod": {"start": "2026-06-01T09:00:00Z"}, "subject": {"reference": "Patient/p"}, **extra}}
 
 
-def test_an_unresolvable_medication_reference_is_refused(client: TestClient) -> None:
+def test_an_unresolvable_medication_reference_is_ignored(client: TestClient) -> None:
     body = _bundle(_obs("8310-5", _qty(38.0, "Cel")), _admin({"medicationReference": {"reference": "Medication/elsewhere"}}))
-    _reject(client, body, names="cannot tell whether this is a vasopressor")
+    response = client.post("/v1/fhir/assessments", json=body)
+    assert response.status_code == 200, response.text
+    reasons = {i["source"]: i["reason"] for i in response.json()["mapping"]["ignored"]}
+    assert any("cannot be told" in r for r in reasons.values()), reasons
 
 
 def test_a_running_vasopressor_is_read_and_a_stopped_one_is_not(client: TestClient) -> None:

@@ -135,6 +135,9 @@ def _administration(concept: dict[str, Any], status: str = "in-progress") -> dic
 
 
 TEMPERATURE = _obs(LOINC, "8310-5", {"valueQuantity": {"value": 37.0, "system": UCUM, "code": "Cel"}}, "t")
+ONSET = _obs(LOINC, "8310-5", {"valueQuantity": {"value": 39.0, "system": UCUM, "code": "Cel"}}, "onset") | {
+    "effectiveDateTime": "2026-06-01T08:00:00Z"
+}  # a fever before the 09:00 administrations: CRS onset, so they are treatment of CRS
 
 
 @pytest.mark.parametrize(("rxcui", "agent"), sorted(VASOPRESSOR_RXNORM.items()))
@@ -145,10 +148,10 @@ def test_every_vasopressor_rxnorm_code(rxcui: str, agent: str) -> None:
 
 @pytest.mark.parametrize(("rxcui", "agent"), sorted(MASKING_RXNORM.items()))
 def test_every_masking_rxnorm_code_sets_fever_masked(rxcui: str, agent: str) -> None:
-    assessment, mapping = _map(TEMPERATURE, _administration({"coding": [{"system": RXNORM, "code": rxcui}]}, "completed"))
+    assessment, mapping = _map(TEMPERATURE, ONSET, _administration({"coding": [{"system": RXNORM, "code": rxcui}]}, "completed"))
     assert assessment["crs"]["fever_masked"] is True
     assert mapping.masking_applied and agent in mapping.masking[0]
-    off, _ = _map(TEMPERATURE, _administration({"coding": [{"system": RXNORM, "code": rxcui}]}, "completed"), administrations_mask_fever=False)
+    off, _ = _map(TEMPERATURE, ONSET, _administration({"coding": [{"system": RXNORM, "code": rxcui}]}, "completed"), administrations_mask_fever=False)
     assert "crs" not in off
 
 
@@ -156,7 +159,7 @@ def test_every_masking_rxnorm_code_sets_fever_masked(rxcui: str, agent: str) -> 
 def test_ingredient_names_in_text(name: str) -> None:
     agent = AGENT_NAMES[name]
     status = "in-progress" if agent in VASOPRESSOR_RXNORM.values() else "completed"
-    assessment, _ = _map(TEMPERATURE, _administration({"text": f"{name.upper()} 4 mg IV"}, status))
+    assessment, _ = _map(TEMPERATURE, ONSET, _administration({"text": f"{name.upper()} 4 mg IV"}, status))
     if agent in VASOPRESSOR_RXNORM.values():
         assert assessment["crs"]["vasopressors"] == [agent]
     else:
@@ -170,7 +173,7 @@ def test_two_agents_in_one_administration_are_refused() -> None:
 
 def test_an_explicit_fever_masked_observation_wins_over_administrations() -> None:
     explicit = _obs(AEGRADE_SYSTEM, "fever-masked", {"valueBoolean": False}, "f")
-    assessment, mapping = _map(TEMPERATURE, explicit, _administration({"text": "acetaminophen"}, "completed"))
+    assessment, mapping = _map(TEMPERATURE, ONSET, explicit, _administration({"text": "acetaminophen"}, "completed"))
     assert assessment["crs"]["fever_masked"] is False and not mapping.masking_applied and mapping.masking
 
 
