@@ -172,6 +172,7 @@ class Grader:
         process stopped, or gave no reply within `timeout` seconds (that process is then replaced)."""
         deadline = time.monotonic() + timeout
         worker = await self._choose(deadline)
+        sent_at = time.monotonic()
         self._numbers += 1
         number = self._numbers
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
@@ -185,8 +186,14 @@ class Grader:
                 return await future
         except TimeoutError as exc:
             worker.pending.pop(number, None)
-            worker.replace(f"no reply within {timeout:g} s")
+            if worker.last_reply_at < sent_at:
+                # No reply of any kind since this job was sent: the process hangs. A process that
+                # answered meanwhile is working through a backlog, and is left running.
+                worker.replace(f"no reply within {timeout:g} s", crashed=False)
             raise GradingFailed(f"the grading process gave no reply within {timeout:g} s", crashed=False) from exc
+        except asyncio.CancelledError:
+            worker.pending.pop(number, None)
+            raise
 
     async def _choose(self, deadline: float) -> _Worker:
         """The ready grading process with the fewest requests in flight (waiting while all restart)."""
@@ -220,6 +227,7 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.ready = asyncio.Event()
         self.restarts = 0
+        self.last_reply_at = 0.0  # time.monotonic() of the latest reply frame
         self._launched: socket.socket | None = None  # our end of a launched process's socketpair
         self._writer: asyncio.StreamWriter | None = None
         self._receiving: asyncio.Task[None] | None = None
@@ -285,12 +293,14 @@ class _Worker:
         try:
             while True:
                 replies = await _read_frame(reader)
+                self.last_reply_at = time.monotonic()
                 for number, kind, payload in replies:
                     future = self.pending.pop(number, None)
                     if future is not None and not future.done():
                         future.set_result(Reply(kind, payload))
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        self.ready.clear()  # no more jobs to a process whose socket is closed
         if self.grader.closing:
             return
         await _reaped(process, 1)
@@ -304,12 +314,13 @@ class _Worker:
             if future is not None and not future.done():
                 future.set_exception(error)
 
-    def replace(self, why: str) -> None:
-        """Stop this grading process (its requests in flight get no grade) and start another."""
+    def replace(self, why: str, *, crashed: bool = True) -> None:
+        """Stop this grading process (its requests in flight get no grade) and start another.
+        `crashed`: it stopped by itself (its requests get 500); else it hung and was stopped (503)."""
         if self.grader.closing or (self._replacing is not None and not self._replacing.done()):
             return
         self.ready.clear()
-        self._fail(list(self.pending), GradingFailed(f"the grading process was stopped: {why}", crashed=True))
+        self._fail(list(self.pending), GradingFailed(f"the grading process was stopped: {why}", crashed=crashed))
         self._replacing = asyncio.create_task(self._replace())
 
     async def _replace(self) -> None:
@@ -323,8 +334,8 @@ class _Worker:
             try:
                 await self.start()
                 return
-            except RuntimeError:
-                logger.exception("the grading process could not be restarted; trying again in 5 s")
+            except Exception as exc:  # noqa: BLE001 - whatever stopped it, try again: never leave no process
+                logger.error("the grading process could not be restarted (%s); trying again in 5 s", type(exc).__name__)
                 await asyncio.sleep(5)
 
     def _disconnect(self) -> None:
@@ -349,11 +360,13 @@ class _Worker:
 
 
 async def _reaped(process: subprocess.Popen[bytes], timeout: float) -> bool:
-    """Wait up to `timeout` seconds for the process to exit (and reap it); whether it did."""
-    try:
-        await asyncio.to_thread(process.wait, timeout)
-    except subprocess.TimeoutExpired:
-        return False
+    """Wait up to `timeout` seconds for the process to exit (and reap it); whether it did. Polls on
+    the event loop: no thread of the shared pool waits for it."""
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.02)
     return True
 
 
@@ -378,6 +391,7 @@ def _grading_process(sock: socket.socket) -> None:
     if not isinstance(config, GraderConfig):
         return
     _configure_logging(config.log_level)
+    sys.excepthook = _log_scrubbed  # an exception that ends the process: its type and frames, never its message
     try:
         if config.engine_factory is not None:
             module, _, name = config.engine_factory.partition(":")
@@ -404,8 +418,13 @@ def _grading_process(sock: socket.socket) -> None:
             batch = inbox.batch()
             if batch is None:
                 return
+            # Once the store fails in this batch, the rest of it is answered store_unavailable at
+            # once: waiting again for each slice or episode write would add up past the time limit.
+            failed: str | None = None
             for start in range(0, len(batch), MAX_BATCH):
-                sock.sendall(_frame(_commit(store, _grade_batch(engine, episodes, batch[start : start + MAX_BATCH]))))
+                graded = _grade_batch(engine, episodes, batch[start : start + MAX_BATCH], store_failed=failed)
+                replies, failed = _commit(store, graded, graded.store_failed)
+                sock.sendall(_frame(replies))
     except OSError:  # the web process is gone
         return
     finally:
@@ -419,29 +438,34 @@ class _Graded:
     replies: list[tuple[int, str, Any]]
     records: list[AuditRecord]
     timings: list[tuple[str, float]]  # (assessment id, grading time in ms)
+    store_failed: str | None = None  # the store failed in this batch (the message)
 
 
-def _commit(store: AuditStore, graded: _Graded) -> list[tuple[int, str, Any]]:
-    """Commit the batch's records in one transaction; its replies, a grade only once committed."""
+def _commit(store: AuditStore, graded: _Graded, failed: str | None) -> tuple[list[tuple[int, str, Any]], str | None]:
+    """Commit the batch's records in one transaction: its replies, a grade only once committed, and
+    whether the store failed (`failed`: it already did in this batch, so no commit is tried)."""
     if not graded.records:
-        return graded.replies
+        return graded.replies, failed
     committing = time.perf_counter()
-    try:
-        store.record_many(graded.records)
-    except Exception as exc:  # StoreUnavailable, or anything else: no grade without its record
-        logger.error("audit store unavailable: %s", exc)
-        return [
-            (number, "store_unavailable", f"audit records not stored: {type(exc).__name__}")
-            if kind in ("graded", "engine_error") else (number, kind, payload)
+    if failed is None:
+        try:
+            store.record_many(graded.records)
+        except Exception as exc:  # StoreUnavailable, or anything else: no grade without its record
+            logger.error("audit store unavailable: %s", type(exc).__name__)
+            failed = f"audit records not stored: {type(exc).__name__}"
+    if failed is not None:
+        replies = [
+            (number, "store_unavailable", failed) if kind in ("graded", "engine_error") else (number, kind, payload)
             for number, kind, payload in graded.replies
         ]
+        return replies, failed
     if graded.timings and logger.isEnabledFor(logging.INFO):
         logger.info(
             "committed in %.2f ms: %s",
             (time.perf_counter() - committing) * 1000,
             ", ".join(f"assessment {assessment_id} graded in {ms:.2f} ms" for assessment_id, ms in graded.timings),
         )
-    return graded.replies
+    return graded.replies, None
 
 
 class _FrameReader:
@@ -489,23 +513,55 @@ class _FrameReader:
         return frame
 
 
-def _grade_batch(engine: Engine, episodes: EpisodeStore, batch: list[tuple[int, Job]]) -> _Graded:
+def _grade_batch(
+    engine: Engine, episodes: EpisodeStore, batch: list[tuple[int, Job]], *, store_failed: str | None = None
+) -> _Graded:
     """Do every job of the batch: the replies, and the audit records they need committed (an
-    episode job commits its own transaction, and is answered with the batch)."""
-    graded = _Graded([], [], [])
-    store_failed: str | None = None  # once an episode write found the store unavailable, do not wait again
+    episode job commits its own transaction, and is answered with the batch). Once the store has
+    failed (`store_failed`), episode writes are answered store_unavailable without waiting again.
+
+    An unexpected exception in one job is that job's engine error (no grade, on record), logged
+    with its type and frames only (its message may quote the request): it never stops the process."""
+    graded = _Graded([], [], [], store_failed)
     for number, job in batch:
         started = time.perf_counter()
-        if job.kind == "assessment":
-            graded.replies.append((number, *_assessment(engine, job, started, graded)))
-        elif store_failed is not None:
-            graded.replies.append((number, "store_unavailable", store_failed))
-        else:
-            kind, payload = _episode(episodes, job, started, graded)
-            if kind == "store_unavailable":
-                store_failed = payload
-            graded.replies.append((number, kind, payload))
+        try:
+            if job.kind == "assessment":
+                kind, payload = _assessment(engine, job, started, graded)
+            elif graded.store_failed is not None:
+                kind, payload = "store_unavailable", graded.store_failed
+            else:
+                kind, payload = _episode(episodes, job, started, graded)
+                if kind == "store_unavailable":
+                    graded.store_failed = payload
+        except Exception as exc:  # noqa: BLE001 - one job's fault is that job's answer
+            kind, payload = _unexpected(job, exc, started, graded)
+        graded.replies.append((number, kind, payload))
     return graded
+
+
+def _unexpected(job: Job, exc: Exception, started: float, graded: _Graded) -> tuple[str, Any]:
+    """An exception the engine does not raise on purpose: an engine error for this job, on record."""
+    from service.middleware import scrubbed_traceback
+
+    logger.error("%s %s: unexpected %s\n%s", job.kind, job.assessment_id, type(exc).__name__, scrubbed_traceback(exc))
+    message = f"unexpected {type(exc).__name__} while grading; no grade was given"
+    graded.records.append(
+        AuditRecord.failed(
+            request=_recorded_request(job), code=EngineError.code, message=message,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
+    )
+    return "engine_error", (EngineError.code, message)
+
+
+def _recorded_request(job: Job) -> RawJSON:
+    """The job's request as it goes on record: the JSON text it was sent as, else a JSON string."""
+    text = job.recorded_request or job.body.decode("utf-8", errors="replace")
+    try:
+        return RawJSON(json.dumps(json.loads(text), allow_nan=False, ensure_ascii=False))
+    except ValueError:
+        return RawJSON(json.dumps(text, ensure_ascii=False))
 
 
 def _parsed(body: bytes) -> tuple[str, Any]:
@@ -595,6 +651,12 @@ def _episode(episodes: EpisodeStore, job: Job, started: float, graded: _Graded) 
         return "engine_error", (exc.code, str(exc))
     logger.info("%s stored in %.2f ms%s", job.kind, (time.perf_counter() - started) * 1000, " (replayed)" if answer.replayed else "")
     return "episode", (answer.body, answer.replayed)
+
+
+def _log_scrubbed(kind: type[BaseException], exc: BaseException, _tb: Any) -> None:
+    from service.middleware import scrubbed_traceback
+
+    logger.critical("the grading process stopped: %s\n%s", kind.__name__, scrubbed_traceback(exc))
 
 
 def _configure_logging(level: str) -> None:

@@ -172,12 +172,20 @@ class AuditStore:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": lock_timeout_s}
+            kwargs["pool_timeout"] = lock_timeout_s
         elif self.backend == "postgresql":
             given = parsed.query.get("options", "")  # the URL's own options (a search_path, say) stay
             given = " ".join(given) if isinstance(given, tuple) else given
             kwargs["connect_args"] = {
                 "connect_timeout": max(1, round(lock_timeout_s)),
                 "options": f"{given} -c lock_timeout={milliseconds} -c statement_timeout={milliseconds}".strip(),
+                # A server that stops answering (a network partition, a stopped process) is a
+                # failed wait too, not one held until TCP gives up (minutes).
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "tcp_user_timeout": milliseconds,
             }
             kwargs["pool_timeout"] = lock_timeout_s
         self.engine: Engine = create_engine(url, **kwargs)

@@ -47,6 +47,8 @@ class _Faulty(Engine):
                 os.kill(os.getpid(), signal.SIGSEGV)  # as durable_rules crashed on inputs it mishandled
             if self.fault == "hang":
                 time.sleep(3600)  # as a post to durable_rules that never returned
+            if self.fault == "raise":
+                raise KeyError(f"unexpected, quoting the request: {assessment.model_dump_json()}")
         return super().assess(assessment)
 
 
@@ -74,8 +76,8 @@ def _after_commit(action: str) -> Any:
 
     commit = grader._commit
 
-    def committed_then(store: Any, graded: Any) -> Any:
-        replies = commit(store, graded)
+    def committed_then(store: Any, graded: Any, *args: Any) -> Any:
+        replies = commit(store, graded, *args)
         if _marked(graded):
             if action == "crash":
                 os._exit(70)  # as a crash after the commit, before the reply
@@ -109,3 +111,10 @@ def once_replaced(send: Any, *, within_s: float = 90.0) -> Any:
         if not unavailable or time.monotonic() > deadline:
             return response
         time.sleep(0.5)
+
+
+def raising_engine(config: GraderConfig) -> Engine:
+    """A marked request raises an exception no engine code raises on purpose (a KeyError)."""
+    engine = _engine(config)
+    engine.__class__ = type("Raising", (_Faulty,), {"fault": "raise"})
+    return engine

@@ -163,3 +163,20 @@ def test_nul_characters_are_refused_before_the_store_naming_the_field(client: Te
                           headers={"content-type": "application/json"})
     assert escaped.json()["detail"][0]["type"] != "nul_character"  # a backslash before "u0000" is no NUL
     assert len(_rows(shared_database_url, "SELECT id FROM assessments")) == before
+
+
+def test_an_unexpected_exception_is_that_request_s_engine_error_and_the_process_lives_on(
+    private_database_url: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    app = create_app(ServiceSettings(database_url=private_database_url), grader_engine_factory="tests.api.faults:raising_engine")
+    with TestClient(app) as client:
+        (pid,) = client.app.state.grader.pids  # type: ignore[attr-defined]
+        response = client.post("/v1/assessments", json=MARKED)
+        assert response.status_code == 500 and response.json()["code"] == "engine_error", response.text
+        assert client.post("/v1/assessments", json=REQUEST).status_code == 200
+        assert client.app.state.grader.pids == [pid]  # type: ignore[attr-defined]  # not restarted
+    failures = _rows(private_database_url, "SELECT request FROM assessments WHERE outcome = 'engine_error'")
+    assert len(failures) == 1 and str(faults.MARKER_AGE) in str(failures[0][0])
+    printed = capfd.readouterr()
+    assert "unexpected KeyError" in printed.err
+    assert f'"age_years":{faults.MARKER_AGE}' not in printed.out + printed.err  # the exception's message quoted the request
