@@ -12,7 +12,7 @@
 | AEGRADE_GRADING_TIMEOUT_S | 30 | every route that grades (JSON, form, FHIR, CDS Hooks, episodes): longer without a committed grade is a 503, and the grading process is replaced |
 | AEGRADE_FHIR_WINDOW_HOURS | 4 | FHIR input: Observations older than this before the assessment time are not used |
 | AEGRADE_FHIR_ADMINISTRATIONS_MASK_FEVER | true | FHIR input: a tocilizumab, anakinra, corticosteroid or antipyretic administration given at or after CRS onset in the Bundle, or for CRS, sets fever_masked; premedication never does |
-| AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: no limit) | how long after a masking treatment fever stays masked in an episode (an interpretation: ASTCT 2019 sets no duration) |
+| AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: the CRS rule file's fever_masking.window, no limit) | how long after a masking treatment fever stays masked (episodes, FHIR); overrides the rule file (an interpretation: ASTCT 2019 sets no duration) |
 | AEGRADE_BODY_TIMEOUT_S | 30 | a request body not received whole within this many seconds gets 408 |
 | AEGRADE_SESSION_SECRET | (empty: a random secret per process) | HMAC key of the bedside form's session and CSRF tokens (32+ characters); set it when several processes serve the form |
 | AEGRADE_MIGRATE | true | upgrade the audit store's schema at start (Alembic); false: refuse to start when it is behind (`python -m service.migrations upgrade`) |
@@ -55,7 +55,8 @@ class ServiceSettings(BaseSettings):
         le=24 * 365,
         description=(
             "Episodes: hours after a tocilizumab, corticosteroid or antipyretic dose during which fever stays "
-            "masked. Empty: for the rest of the episode. ASTCT 2019 sets no duration; either is an interpretation."
+            "masked; overrides the CRS rule file's fever_masking.window. Empty: the rule file's window (no limit as "
+            "shipped). ASTCT 2019 sets no duration; either is an interpretation."
         ),
     )
 
