@@ -421,8 +421,7 @@ def install_error_handlers(app: FastAPI) -> None:
             ]
             return field_errors_response(entries, 400)
         whole_body = any(tuple(e.get("loc", ())) == ("body",) for e in errors)
-        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if whole_body and (not await request.body() or media_type != "application/json"):
+        if whole_body and (not await request.body() or not json_media_type(request.headers.get("content-type", ""))):
             not_json = {"loc": ["body"], "msg": "the body must be JSON, sent as Content-Type: application/json", "type": "json_invalid"}
             return field_errors_response([not_json], 400)
         return field_errors_response(_field_errors(errors), 422)

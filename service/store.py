@@ -231,23 +231,25 @@ class AuditStore:
         self.succeeded()
 
     def mark_undelivered(self, assessment_ids: Iterable[str], reason: str, *, failure: AuditRecord | None = None) -> None:
-        """Mark committed (or yet to be committed) records as not delivered, and put `failure` on
-        record, in one transaction; raises StoreUnavailable."""
+        """Mark committed (or yet to be committed) records as not delivered, then put `failure` on
+        record: the mark first, in a transaction of its own, so that a failure record the store
+        refuses cannot take the mark with it. Raises StoreUnavailable."""
         now = datetime.now(timezone.utc)
         rows = [{"assessment_id": i, "marked_at": now, "reason": reason[:200]} for i in dict.fromkeys(assessment_ids)]
         try:
             with self.engine.begin() as connection:
-                if failure is not None:
-                    insert_records(connection, [failure])
                 for row in rows:
                     try:
                         with connection.begin_nested():
                             connection.execute(undelivered.insert(), row)
                     except IntegrityError:
                         pass  # marked before
+            if failure is not None:
+                with self.engine.begin() as connection:
+                    insert_records(connection, [failure])
         except (SQLAlchemyError, ValueError, TypeError) as exc:
             self.failed()
-            raise StoreUnavailable(f"undelivered answers not marked: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"undelivered answers not marked, or the failure not recorded: {type(exc).__name__}") from exc
         self.succeeded()
 
     def succeeded(self) -> None:

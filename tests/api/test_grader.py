@@ -55,7 +55,7 @@ def test_json_media_types_are_graded_as_fastapi_reads_them(client: TestClient, c
         (b"", "application/json", 400, ["body"]),
         (b'{"patient": {"age_years": 40}', "application/json", 400, ["body", 29]),  # JSON cut short
         (b"[1, 2]", "application/json", 422, ["body"]),  # JSON, but not an object
-        (b"[1, 2]", "application/vnd.example+json", 400, ["body"]),  # the whole body is wrong, and not sent as JSON
+        (b"[1, 2]", "application/vnd.example+json", 422, ["body"]),  # JSON (+json), but not an object
         (b'{"patient": {"age_years": true}}', "application/json", 422, ["body", "patient", "age_years"]),
         (b'{"patient": {"age_years": NaN}}', "application/json", 422, ["body", "patient", "age_years"]),
         (b'{"patient": {"age_years": 40}, "vitals": {"temperature_c": 38.5}, "neuro": {"capd_score": 3}}',

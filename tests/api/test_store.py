@@ -125,3 +125,16 @@ def test_non_finite_numbers_are_never_written(tmp_path: object) -> None:
     with pytest.raises(StoreUnavailable):
         store.record(record(result={"x": float("nan")}))
     store.close()
+
+
+def test_a_failure_record_the_store_refuses_does_not_take_the_undelivered_mark_with_it(database_url: str) -> None:
+    store = AuditStore(database_url)
+    store.create_schema()
+    graded, refused = record(), record(outcome="engine_error", request={"x": float("nan")}, result=None)
+    store.record(graded)
+    with pytest.raises(StoreUnavailable):
+        store.mark_undelivered([graded.id], "the grading process stopped", failure=refused)
+    read = store.get(graded.id)
+    assert read is not None and read.undelivered_reason == "the grading process stopped"
+    assert refused.id not in store.ids()
+    store.close()
