@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
@@ -354,9 +355,20 @@ def _sqlite_pragmas(busy_timeout_ms: int, *, immediate: bool) -> Any:
 
     def pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Switching a new database to WAL needs a moment of exclusive access, and SQLite may refuse
+        # it at once ("database is locked") while another connection (a racing start-up) holds a
+        # lock: try again within the busy timeout.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.close()
         if immediate:
             dbapi_connection.isolation_level = None
