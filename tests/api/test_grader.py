@@ -101,7 +101,8 @@ def test_a_hung_grading_process_is_a_503_and_is_replaced(database_url: str) -> N
         assert client.get("/healthz").status_code == 200  # the web process did not hang with it
         after = faults.once_replaced(lambda: client.post("/v1/assessments", json=REQUEST))
         assert after.status_code == 200, after.text
-        assert grader.restarts == 1 and grader.pids[0] != first_pid
+        # at least once: on a busy machine a 2 s limit can also catch the replacement still warming up
+        assert grader.restarts >= 1 and grader.pids[0] != first_pid
     graded = {row[0] for row in _rows(database_url, "SELECT id FROM assessments WHERE outcome = 'graded'")}
     assert after.json()["id"] in graded
 
