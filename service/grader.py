@@ -61,7 +61,7 @@ from service.episodes import EpisodeStore
 from service.errors import GradingFailed, IdempotencyKeyReused
 from service.store import AuditRecord, AuditStore, RawJSON, StoreUnavailable
 
-__all__ = ["Grader", "GraderConfig", "GradingFailed", "Job", "Reply"]
+__all__ = ["Grader", "GraderConfig", "GradingFailed", "Job", "Reply", "recorded_request"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -548,14 +548,14 @@ def _unexpected(job: Job, exc: Exception, started: float, graded: _Graded) -> tu
     message = f"unexpected {type(exc).__name__} while grading; no grade was given"
     graded.records.append(
         AuditRecord.failed(
-            request=_recorded_request(job), code=EngineError.code, message=message,
+            request=recorded_request(job), code=EngineError.code, message=message,
             duration_ms=(time.perf_counter() - started) * 1000,
         )
     )
     return "engine_error", (EngineError.code, message)
 
 
-def _recorded_request(job: Job) -> RawJSON:
+def recorded_request(job: Job) -> RawJSON:
     """The job's request as it goes on record: the JSON text it was sent as, else a JSON string."""
     text = job.recorded_request or job.body.decode("utf-8", errors="replace")
     try:

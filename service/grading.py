@@ -32,8 +32,8 @@ from aegrade.errors import EngineError, FieldError, InvalidAssessment
 from aegrade.fhir import FhirAssessmentResult
 from aegrade.models import Assessment, AssessmentResult
 from service.errors import GradingFailed, GradingUnavailable, IdempotencyKeyReused, StoreUnavailable
-from service.grader import Grader, Job, Reply
-from service.store import AuditRecord, AuditStore, RawJSON
+from service.grader import Grader, Job, Reply, recorded_request
+from service.store import AuditRecord, AuditStore
 
 __all__ = ["Answer", "grade_and_record", "grade_on_record", "new_assessment_id"]
 
@@ -70,7 +70,7 @@ async def grade_and_record(
         failure = None
         if exc.crashed:
             failure = AuditRecord.failed(
-                request=_as_recorded(job), code=EngineError.code, message=str(exc),
+                request=recorded_request(job), code=EngineError.code, message=str(exc),
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
         if exc.sent:
@@ -120,18 +120,6 @@ async def grade_on_record(
 
     answer = await grade_and_record(state, job, then=parsed)
     return results[0], answer.body
-
-
-def _as_recorded(job: Job) -> RawJSON:
-    """The job's request as it goes on record: what was sent, as JSON when it is JSON."""
-    if job.recorded_request is not None:
-        return RawJSON(job.recorded_request)
-    text = job.body.decode("utf-8", errors="replace")
-    try:
-        json.loads(text)
-    except ValueError:
-        return RawJSON(json.dumps(text, ensure_ascii=False))
-    return RawJSON(text)
 
 
 def _store_news(store: AuditStore, reply: Reply) -> None:

@@ -275,9 +275,16 @@ IdempotencyKey = Annotated[
 ]
 
 
-async def _episode_write(request: Request, job: Job) -> Response:
+async def _episode_write(request: Request, kind: str, sent: BaseModel, patient_id: str, key: str | None) -> Response:
     """An episode write, through the one grading path (the grading process holds the patient's
     lock while it grades)."""
+    job = Job(
+        kind=kind,
+        body=sent.model_dump_json(exclude_unset=True).encode(),
+        assessment_id=new_assessment_id(),
+        patient_id=patient_id,
+        key=key,
+    )
     answer = await grade_and_record(request.app.state, job)
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, media_type="application/json", headers=headers)
@@ -297,14 +304,7 @@ async def add_observation(
 ) -> Response:
     """Grades the observation with the fever masking that the recorded treatments imply, stores it
     with its audit record, and grades again the later observations whose history it changed."""
-    job = Job(
-        kind="observation",
-        body=observation.model_dump_json(exclude_unset=True).encode(),
-        assessment_id=new_assessment_id(),
-        patient_id=patient_id,
-        key=idempotency_key,
-    )
-    return await _episode_write(request, job)
+    return await _episode_write(request, "observation", observation, patient_id, idempotency_key)
 
 
 @v1.post(
@@ -322,14 +322,7 @@ async def add_treatment(
     """Stores the treatment. A tocilizumab, anakinra, corticosteroid or antipyretic dose makes fever
     no longer required for the observations after it (once CRS has begun); those are graded again,
     and their ids are listed in `regraded`."""
-    job = Job(
-        kind="treatment",
-        body=treatment.model_dump_json(exclude_unset=True).encode(),
-        assessment_id=new_assessment_id(),
-        patient_id=patient_id,
-        key=idempotency_key,
-    )
-    return await _episode_write(request, job)
+    return await _episode_write(request, "treatment", treatment, patient_id, idempotency_key)
 
 
 @v1.get(
