@@ -1,0 +1,117 @@
+"""The bedside pages' languages: English (the source text) and Simplified Chinese, as gettext catalogues.
+
+Catalogues live in service/locales/<locale>/LC_MESSAGES/messages.po, extracted with Babel
+(`pybabel extract -F service/babel.cfg -o service/locales/messages.pot service`) and compiled in
+memory when first used, so no binary .mo file is kept in the repository.
+
+The language of a request is, in order: `?lang=` on the URL, the `aegrade_lang` cookie (set by the
+page's language switch), then the browser's Accept-Language; English otherwise.
+
+Templates call `_("text")` and `ngettext(...)`, given to them per request by `context(request)`;
+Python code that makes page text takes a `Translator` (the same two callables).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any, Callable
+
+from babel import Locale, UnknownLocaleError
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+from starlette.requests import Request
+
+__all__ = ["LANG_COOKIE", "LOCALES", "LOCALES_DIR", "Translator", "context", "negotiate", "translator"]
+
+LOCALES_DIR = Path(__file__).resolve().parent / "locales"
+# The locales offered, with the name each is shown under in the language switch (in itself).
+LOCALES: dict[str, str] = {"en": "English", "zh_CN": "简体中文"}
+SOURCE_LOCALE = "en"
+LANG_COOKIE = "aegrade_lang"
+
+
+@dataclass(frozen=True)
+class Translator:
+    locale: str
+    gettext: Callable[[str], str]
+    ngettext: Callable[[str, str, int], str]
+
+    @property
+    def html_lang(self) -> str:
+        """The value for <html lang>: BCP 47 (zh-CN), not the POSIX form (zh_CN)."""
+        return self.locale.replace("_", "-")
+
+
+def _parse(tag: str) -> str | None:
+    """The offered locale a language tag asks for ("zh", "zh-CN", "zh-Hans-CN" -> zh_CN), or None."""
+    try:
+        asked = Locale.parse(tag.strip().replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return None
+    if asked.language == "zh":
+        # Traditional-script Chinese (zh-TW, zh-Hant) is not offered: fall through to English rather
+        # than show Simplified characters to a reader who asked for Traditional.
+        return "zh_CN" if asked.script in (None, "Hans") and asked.territory in (None, "CN", "SG") else None
+    return asked.language if asked.language in LOCALES else None
+
+
+def _accept_language(header: str) -> list[str]:
+    """Accept-Language's tags, best first (RFC 9110 §12.5.4: q-values; q=0 means 'not this')."""
+    weighted: list[tuple[float, int, str]] = []
+    for index, part in enumerate(header.split(",")[:32]):
+        tag, _, params = part.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        if tag and tag != "*" and quality > 0:
+            weighted.append((-quality, index, tag))
+    return [tag for _, _, tag in sorted(weighted)]
+
+
+def negotiate(request: Request) -> str:
+    """The locale for this request: ?lang=, then the cookie, then Accept-Language, then English."""
+    for tag in (request.query_params.get("lang"), request.cookies.get(LANG_COOKIE)):
+        if tag and (chosen := _parse(tag)):
+            return chosen
+    for tag in _accept_language(request.headers.get("accept-language", "")):
+        if chosen := _parse(tag):
+            return chosen
+    return SOURCE_LOCALE
+
+
+@cache
+def _translations(locale: str) -> NullTranslations:
+    po = LOCALES_DIR / locale / "LC_MESSAGES" / "messages.po"
+    if locale == SOURCE_LOCALE or not po.exists():
+        return NullTranslations()
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=locale)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(fp=buffer)
+
+
+def translator(locale: str) -> Translator:
+    translations = _translations(locale if locale in LOCALES else SOURCE_LOCALE)
+    return Translator(locale, translations.gettext, translations.ngettext)
+
+
+def context(request: Request) -> dict[str, Any]:
+    """What every page template gets for its language: _, ngettext, the locale and the switch's choices."""
+    chosen = translator(negotiate(request))
+    return {
+        "_": chosen.gettext,
+        "ngettext": chosen.ngettext,
+        "locale": chosen.locale,
+        "html_lang": chosen.html_lang,
+        "locales": LOCALES,
+        "translator": chosen,
+    }
