@@ -1,22 +1,42 @@
-"""The code tables of the FHIR R4 mapping: which coded Observation or MedicationAdministration fills
+"""The code tables of the FHIR R4 mapping: which coded Observation or medication resource fills
 which Assessment field, in which unit. Tables only; the mapping itself is aegrade/fhir.py.
 
-Every code here was checked against a public source before it was written (LOINC and UCUM as
-named in issue 7 and the FHIR vital-signs profile; RxNorm ingredient codes and SNOMED CT device
-codes in public value sets). A code that could not be checked is not listed: a device or a drug
-that is not recognised is never guessed (a device is a 422, an unrecognised drug is listed as
-ignored in the answer).
+The LOINC quantities and our own CodeSystem are declared here. The terminology EHRs chart with
+(oxygen devices by SNOMED CT, LOINC or flowsheet text; RxNorm ingredients, ingredient and brand
+names; blood-pressure methods; the words and codes of administration reasons) and the rule for
+simultaneous values are data: aegrade/terminology/fhir-terms.yaml, each entry with its source,
+loaded and checked here once (a malformed file is an error at import, never a wrong reading).
+
+Every code was checked against a public source before it was written. A code that could not be
+checked is not listed: a device or a drug that is not recognised is never guessed (the resource is
+listed as ignored in the answer).
+
+Codes are compared exactly. Words are compared after lower-casing ASCII letters only (`fold`): no
+casefold() and no Unicode compatibility folding, which would read the Kelvin sign as a k.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import get_args
+from functools import cache
+from pathlib import Path
+from typing import Literal, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from aegrade.models import CerebralEdema, Consciousness, IcpSign, Motor, OxygenDevice, Seizure, Vasopressor
 
 __all__ = [
     "AEGRADE_SYSTEM",
+    "BP_METHOD",
+    "DEVICE_OBSERVATION_CODES",
+    "TERMS_PATH",
+    "Terms",
+    "fold",
+    "terms",
+    "words_of",
     "DEVICE_TEXT",
     "LOINC",
     "MASKING_RXNORM",
@@ -71,6 +91,9 @@ QUANTITIES: dict[str, QuantityKind] = {
     "8480-6": QuantityKind("sbp", "Systolic blood pressure", {"mm[Hg]": ("vitals.sbp_mmhg", 1.0)}),
     "8462-4": QuantityKind("dbp", "Diastolic blood pressure", {"mm[Hg]": ("vitals.dbp_mmhg", 1.0)}),
     "8478-0": QuantityKind("map", "Mean arterial pressure", {"mm[Hg]": ("vitals.map_mmhg", 1.0)}),
+    **{code: QuantityKind("sbp", "Systolic blood pressure", {"mm[Hg]": ("vitals.sbp_mmhg", 1.0)}) for code in ("76215-3", "76534-7")},
+    **{code: QuantityKind("dbp", "Diastolic blood pressure", {"mm[Hg]": ("vitals.dbp_mmhg", 1.0)}) for code in ("76213-8", "76535-4")},
+    **{code: QuantityKind("map", "Mean arterial pressure", {"mm[Hg]": ("vitals.map_mmhg", 1.0)}) for code in ("76214-6", "76536-2")},
     "8867-4": QuantityKind(
         "heart_rate", "Heart rate", {"/min": ("vitals.heart_rate_bpm", 1.0), "{beats}/min": ("vitals.heart_rate_bpm", 1.0)}
     ),
@@ -93,7 +116,8 @@ QUANTITIES: dict[str, QuantityKind] = {
         "weight", "Body weight", {"kg": ("patient.weight_kg", 1.0), "g": ("patient.weight_kg", 0.001), "[lb_av]": ("patient.weight_kg", 0.45359237)}
     ),
 }
-"""LOINC code -> kind. The blood-pressure panel 85354-9 is read through its components."""
+"""LOINC code -> kind. The blood-pressure panel 85354-9 is read through its components; the invasive
+and non-invasive blood-pressure codes are those of fhir-terms.yaml (blood_pressure_methods)."""
 
 
 @dataclass(frozen=True)
@@ -145,78 +169,136 @@ OWN_CODES: dict[str, OwnCode] = {
     "icans-death-attributed": OwnCode("neuro.death_attributed", "boolean", "Death attributed to ICANS"),
 }
 
-SNOMED_DEVICES: dict[str, str] = {
-    "336623009": "nasal_cannula",  # Oxygen nasal cannula (physical object)
-    "426854004": "high_flow_nasal_cannula",  # High flow oxygen nasal cannula (physical object)
-}
-"""SNOMED CT device codes checked against public value sets. Other devices: our own codes or text."""
 
+# ---- the terminology data file ------------------------------------------------------------------
+
+TERMS_PATH = Path(__file__).resolve().parent / "terminology" / "fhir-terms.yaml"
+
+
+class _Terms(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _SnomedDevice(_Terms):
+    code: str
+    display: str
+    device: OxygenDevice
+    source: str = Field(min_length=1)
+
+
+class _CodeRef(_Terms):
+    system: str
+    code: str
+    display: str = ""
+    source: str = ""
+
+
+class _TextTerms(_Terms):
+    source: str = Field(min_length=1)
+    terms: dict[str, OxygenDevice]
+
+
+class _OxygenDevices(_Terms):
+    snomed: list[_SnomedDevice]
+    observation_codes: list[_CodeRef] = Field(min_length=1)
+    text: _TextTerms
+
+
+class _BpMethods(_Terms):
+    source: str = Field(min_length=1)
+    invasive: dict[str, Literal["sbp", "dbp", "map"]]
+    noninvasive: dict[str, Literal["sbp", "dbp", "map"]]
+
+
+class SimultaneousValues(_Terms):
+    """The rule for two different values of one kind at one time (README: FHIR R4 input)."""
+
+    criterion: str
+    citation: str
+    evidence_level: Literal["LOCAL"]
+    worse: dict[str, Literal["higher", "lower"]]
+    max_listed: int = Field(ge=1, le=1000)
+
+
+class _AgentTable(_Terms):
+    source: str = Field(min_length=1)
+    codes: dict[str, str] = Field(default_factory=dict)
+    terms: dict[str, str] = Field(default_factory=dict)
+
+
+class _Medications(_Terms):
+    rxnorm: _AgentTable
+    names: _AgentTable
+    brands: _AgentTable
+
+
+class Terms(_Terms):
+    """aegrade/terminology/fhir-terms.yaml, checked."""
+
+    version: str
+    oxygen_devices: _OxygenDevices
+    blood_pressure_methods: _BpMethods
+    simultaneous_values: SimultaneousValues
+    medications: _Medications
+
+
+@cache
+def terms() -> Terms:
+    """The terminology file, read and checked once."""
+    return Terms.model_validate(yaml.safe_load(TERMS_PATH.read_text(encoding="utf-8")))
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def fold(text: str) -> str:
+    """Free text for comparison: ASCII letters lower-cased, runs of white space made one space. No
+    other character is changed (the Kelvin sign stays a Kelvin sign, a full-width letter stays
+    full-width), so no character is read as a letter it only resembles."""
+    return " ".join(text.translate(_ASCII_LOWER).split())
+
+
+def words_of(text: str) -> str:
+    """The words of free text, for whole-word matching: fold(), then every run of characters other
+    than letters, digits and the hyphen made one space, padded with a space at each end; then the same
+    with hyphens read as spaces (so "Neo-Synephrine" and "norepinephrine-in-dextrose" both match).
+    A term matches when " term " is in it."""
+    words = " ".join(re.findall(r"[\w-]+", fold(text)))
+    return f" {words} | {' '.join(words.replace('-', ' ').split())} "
+
+
+def _agents(table: dict[str, str]) -> dict[str, str]:
+    known = set(get_args(Vasopressor)) | {
+        "tocilizumab", "anakinra", "dexamethasone", "methylprednisolone", "hydrocortisone", "other_corticosteroid",
+        "acetaminophen", "ibuprofen",
+    }
+    unknown = sorted(set(table.values()) - known)
+    if unknown:
+        raise ValueError(f"{TERMS_PATH}: unknown agents {unknown}")
+    return dict(table)
+
+
+_T = terms()
+SNOMED_DEVICES: dict[str, str] = {d.code: d.device for d in _T.oxygen_devices.snomed}
+"""SNOMED CT device code -> oxygen_device (fhir-terms.yaml)."""
+DEVICE_OBSERVATION_CODES: frozenset[tuple[str, str]] = frozenset((c.system, c.code) for c in _T.oxygen_devices.observation_codes)
+"""Observation codes whose value is the oxygen device."""
 DEVICE_TEXT: dict[str, str] = {
     **{device.replace("_", " "): device for device in get_args(OxygenDevice)},
-    "room air": "none",
-    "nasal cannula": "nasal_cannula",
-    "low flow nasal cannula": "nasal_cannula",
-    "high flow nasal cannula": "high_flow_nasal_cannula",
-    "hfnc": "high_flow_nasal_cannula",
-    "blow-by": "blow_by",
-    "simple face mask": "simple_facemask",
-    "face mask": "simple_facemask",
-    "non-rebreather mask": "nonrebreather",
-    "nonrebreather mask": "nonrebreather",
-    "venturi mask": "venturi",
-    "mechanical ventilator": "mechanical_ventilation",
+    **{fold(text): device for text, device in _T.oxygen_devices.text.terms.items()},
 }
-"""Device text, compared whole after lower-casing and collapsing spaces: never a substring match."""
+"""Device text, compared whole after fold(): never a substring match."""
+BP_METHOD: dict[str, str] = {
+    **{code: "invasive" for code in _T.blood_pressure_methods.invasive},
+    **{code: "noninvasive" for code in _T.blood_pressure_methods.noninvasive},
+}
+"""LOINC blood-pressure code -> how it was measured (codes not listed name no method)."""
 
-VASOPRESSOR_RXNORM: dict[str, Vasopressor] = {
-    "7512": "norepinephrine",
-    "3992": "epinephrine",
-    "8163": "phenylephrine",
-    "3628": "dopamine",
-    "11149": "vasopressin",
-}
-MASKING_RXNORM: dict[str, str] = {
-    "612865": "tocilizumab",
-    "72435": "anakinra",
-    "3264": "dexamethasone",
-    "6902": "methylprednisolone",
-    "5492": "hydrocortisone",
-    "8640": "other_corticosteroid",  # prednisone
-    "8638": "other_corticosteroid",  # prednisolone
-    "161": "acetaminophen",
-    "5640": "ibuprofen",
-}
-RXNORM_AGENTS: dict[str, str] = {**VASOPRESSOR_RXNORM, **MASKING_RXNORM}
+RXNORM_AGENTS: dict[str, str] = _agents(_T.medications.rxnorm.codes)
 """RxNorm ingredient codes (RxCUI). A product-level RxCUI is not recognised: send the ingredient."""
-
-AGENT_NAMES: dict[str, str] = {
-    "norepinephrine": "norepinephrine",
-    "noradrenaline": "norepinephrine",
-    "epinephrine": "epinephrine",
-    "adrenaline": "epinephrine",
-    "phenylephrine": "phenylephrine",
-    "dopamine": "dopamine",
-    "vasopressin": "vasopressin",
-    "tocilizumab": "tocilizumab",
-    "anakinra": "anakinra",
-    "dexamethasone": "dexamethasone",
-    "methylprednisolone": "methylprednisolone",
-    "hydrocortisone": "hydrocortisone",
-    "prednisone": "other_corticosteroid",
-    "prednisolone": "other_corticosteroid",
-    "acetaminophen": "acetaminophen",
-    "paracetamol": "acetaminophen",
-    "ibuprofen": "ibuprofen",
-}
-"""Ingredient names, matched as whole words in the medication's text or display."""
+VASOPRESSOR_RXNORM: dict[str, str] = {code: agent for code, agent in RXNORM_AGENTS.items() if agent in get_args(Vasopressor)}
+MASKING_RXNORM: dict[str, str] = {code: agent for code, agent in RXNORM_AGENTS.items() if code not in VASOPRESSOR_RXNORM}
+AGENT_NAMES: dict[str, str] = {fold(name): agent for name, agent in {**_agents(_T.medications.names.terms), **_agents(_T.medications.brands.terms)}.items()}
+"""Ingredient and brand names, matched as whole words (words_of) in text and display."""
 
 VASOPRESSORS = frozenset(get_args(Vasopressor))
-
-# ---- MedicationAdministration.reasonCode (fever masking, README: FHIR R4 input) ---------------
-# Matched as words in reasonCode.text and coding.display (lower case, letters only). No SNOMED CT or
-# ICD-10-CM code for cytokine release syndrome could be confirmed from a stored source while this
-# was written, so codes are not matched: the text is.
-CRS_REASON_TEXT: tuple[str, ...] = ("cytokine release",)
-"""A reason naming cytokine release syndrome: the administration treats CRS, so it masks fever."""
-PREMEDICATION_TEXT: tuple[str, ...] = ("premedication", "pre medication", "premed", "prophylaxis", "prophylactic")
-"""A reason naming premedication or prophylaxis: never masks fever (e.g. blinatumomab's dexamethasone)."""

@@ -483,6 +483,25 @@ class MaskingWindow(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class MaskingReason(_RuleModel):
+    """How an administration's reason is recognised: codes (system and code, compared exactly) and
+    words (whole words of reasonCode text and displays, after lower-casing ASCII letters only)."""
+
+    codes: list[dict[str, str]] = Field(default_factory=list, description="{system, code} pairs.")
+    words: list[str] = Field(default_factory=list)
+    citation: str
+
+
+class MaskingReasons(_RuleModel):
+    """Reasons that decide a masking administration whatever its time: one that treats CRS masks,
+    premedication or prophylaxis never does."""
+
+    treats_crs: MaskingReason
+    premedication: MaskingReason
+    criterion: str
+    evidence_level: EvidenceLevel
+
+
 class FeverMasking(_RuleModel):
     """The treatments after which fever is no longer required to grade CRS (an episode's history, and
     FHIR MedicationAdministrations, set crs.fever_masked from them), by class."""
@@ -494,6 +513,11 @@ class FeverMasking(_RuleModel):
     citation: str
     evidence_level: EvidenceLevel
     window: MaskingWindow
+    reasons: MaskingReasons | None = Field(default=None, description="FHIR input: reasons that decide an administration.")
+    undecided_without_onset: list[str] = Field(
+        default_factory=list,
+        description="Classes (keys of agents) whose administration with no CRS onset in view leaves fever masking undecided.",
+    )
 
     @property
     def all_agents(self) -> frozenset[str]:

@@ -27,11 +27,14 @@ from fastapi.staticfiles import StaticFiles
 import aegrade
 from service.cds_hooks import call_examples
 from service.cds_hooks import router as cds_router
+from service.course import router as course_pages
+from service.fhir_native import FhirErrors
 from service.fhir_routes import router as fhir_router
 from service.http import BodyLimit, install_error_handlers
 from service.middleware import docs_csp
 from service.pages import STATIC_DIR
 from service.pages import router as pages
+from service.record_view import router as record_view
 from service.routes import RAW_BODY_MODELS, router
 from service.settings import ServiceSettings
 from service.episodes import EpisodeStore
@@ -118,9 +121,12 @@ def create_app(
     app.include_router(fhir_router)
     app.include_router(cds_router)
     app.include_router(pages)
+    app.include_router(record_view)  # /assessments/{id}: the page CDS cards link to
+    app.include_router(course_pages)
     _install_docs(app)  # before /static: it mounts /static/vendor/...
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes, settings=settings)  # + access log, headers, HEAD
+    app.add_middleware(FhirErrors)  # outermost: every error on /v1/fhir/* as an OperationOutcome (service/fhir_native.py)
     _document_raw_bodies(app)
     return app
 

@@ -7,6 +7,7 @@ and the HTTP status it is answered with.
         ├── CsrfRejected          csrf_rejected              403  the form's CSRF token is missing or wrong
         ├── NotFound              not_found                  404  no such assessment, episode or route
         ├── MethodNotAllowed      method_not_allowed         405  the route does not take this method
+        ├── NotAcceptable         not_acceptable             406  FHIR: only FHIR JSON is served (_format, Accept)
         ├── BodyTimeout           body_timeout               408  the body did not arrive in time
         ├── IdempotencyKeyReused  idempotency_key_reused     409  an Idempotency-Key reused with another request
         ├── PrefetchMissing       prefetch_missing           412  CDS Hooks: a prefetch is missing
@@ -23,7 +24,8 @@ and the HTTP status it is answered with.
 Errors that are answered with the per-field list (400 json_invalid, 422) are aegrade's
 InvalidAssessment (and FhirInputError, a kind of it) or FastAPI's request validation. Every answer
 that is not 2xx has one shape, `{"code", "message", "detail"}` (service/http.py): `detail` is
-`{"code", "message"}` for these errors and the per-field list for those. `SERVICE_ERROR_CODES` is
+`{"code", "message"}` for these errors and the per-field list for those; on /v1/fhir/* the same content
+is answered as an OperationOutcome (service/fhir_native.py). `SERVICE_ERROR_CODES` is
 the closed list; README.md documents each code and a test fails when the two drift apart.
 """
 
@@ -43,6 +45,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InternalError",
     "MethodNotAllowed",
+    "NotAcceptable",
     "NotFound",
     "PrefetchMissing",
     "ServiceError",
@@ -79,6 +82,12 @@ class NotFound(ServiceError):
 
 class MethodNotAllowed(ServiceError):
     code, status = "method_not_allowed", 405
+
+
+class NotAcceptable(ServiceError):
+    """/v1/fhir/*: a `_format` or an `Accept` naming only formats the service does not produce (XML, Turtle)."""
+
+    code, status = "not_acceptable", 406
 
 
 class BodyTimeout(ServiceError):
@@ -141,6 +150,7 @@ SERVICE_ERROR_CODES: dict[str, type[ServiceError]] = {
         CsrfRejected,
         NotFound,
         MethodNotAllowed,
+        NotAcceptable,
         BodyTimeout,
         IdempotencyKeyReused,
         PrefetchMissing,

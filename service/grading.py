@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aegrade.errors import EngineError, FieldError, InvalidAssessment
@@ -35,7 +36,7 @@ from service.errors import GradingFailed, GradingUnavailable, IdempotencyKeyReus
 from service.grader import Grader, Job, Reply, recorded_request
 from service.store import AuditRecord, AuditStore
 
-__all__ = ["Answer", "grade_and_record", "grade_on_record", "new_assessment_id"]
+__all__ = ["Answer", "episode_job", "grade_and_record", "grade_on_record", "new_assessment_id"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -50,6 +51,19 @@ class Answer:
 
 def new_assessment_id() -> str:
     return uuid.uuid4().hex
+
+
+def episode_job(kind: str, sent: BaseModel, patient_id: str, key: str | None) -> Job:
+    """The Job of an episode write (kind "observation" or "treatment"): the Observation or Treatment
+    as JSON text, for `patient_id`, with `key` its Idempotency-Key. The episode API and the course
+    page (service/course.py) both build their writes here."""
+    return Job(
+        kind=kind,
+        body=sent.model_dump_json(exclude_unset=True).encode(),
+        assessment_id=new_assessment_id(),
+        patient_id=patient_id,
+        key=key,
+    )
 
 
 async def grade_and_record(

@@ -7,17 +7,17 @@ Every answer that is not 2xx (but the form's HTML pages) has one shape, `error_b
 | status | when | body |
 |---|---|---|
 | 400 | the body is not JSON | ValidationErrorResponse (type json_invalid) |
-| 400 | a JSON body that is not UTF-8 (a BOM, UTF-16/32), nested too deeply, or with a number too long | ValidationErrorResponse (type json_invalid) |
-| 401 | AEGRADE_API_KEYS is set and the bearer key is missing or wrong | ProblemResponse (unauthorized) |
+| 400 | a JSON body that is not UTF-8 (a BOM, UTF-16/32) | ValidationErrorResponse (type json_invalid) |
+| 401 | AEGRADE_API_KEYS is set and the bearer key is missing or wrong; CDS Hooks with AEGRADE_CDS_ISSUERS: no valid JWT (or key) | ProblemResponse (unauthorized) |
 | 401 | the bedside form (AEGRADE_API_KEYS set): a wrong key at /login | HTML page |
 | 403 | the bedside form: a POST without the form's CSRF token | HTML page, the values kept |
 | 404 | no such assessment; an id in the path not of the route's form | ProblemResponse (not_found) |
 | 405 | the route does not take this method (the message and Allow name those it takes) | ProblemResponse (method_not_allowed) |
 | 408 | the body did not arrive within AEGRADE_BODY_TIMEOUT_S | ProblemResponse (body_timeout) |
-| 412 | CDS Hooks: a prefetch the service needs is missing (it does not query FHIR servers) | ProblemResponse (prefetch_missing) |
-| 413 | the body is over AEGRADE_MAX_BODY_BYTES | ProblemResponse (body_too_large) |
+| 412 | CDS Hooks: a prefetch the service needs is missing and could not be fetched from fhirServer | ProblemResponse (prefetch_missing) |
+| 413 | the body is over AEGRADE_MAX_BODY_BYTES (AEGRADE_MAX_FHIR_BODY_BYTES on /v1/fhir/*, /cds-services/*) | ProblemResponse (body_too_large) |
 | 415 | a Content-Encoding other than identity; a JSON charset other than UTF-8 | ProblemResponse (unsupported_content_encoding, unsupported_charset) |
-| 422 | invalid or contradictory input; a key repeated in a JSON object (type duplicate_key); only `patient` (nothing_to_grade) | ValidationErrorResponse, one entry per field |
+| 422 | invalid or contradictory input; a key repeated in a JSON object (type duplicate_key); only `patient` (nothing_to_grade); JSON nested deeper than MAX_JSON_DEPTH (nesting_too_deep) or a number beyond a float's range (number_too_large) | ValidationErrorResponse, one entry per field |
 | 500 | the engine's evaluators disagreed or lost a result: no grade | ProblemResponse (the engine error's code) |
 | 503 | the audit store cannot be written or read: no grade | ProblemResponse (store_unavailable) |
 | 503 | the grading process gave no grade in time (AEGRADE_GRADING_TIMEOUT_S) | ProblemResponse (grading_unavailable) |
@@ -31,6 +31,7 @@ import hmac
 import json
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -38,6 +39,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.fhir import FhirInputError
@@ -57,12 +59,17 @@ from service.errors import (
 
 __all__ = [
     "FIELD_ERROR_CODES",
+    "LARGE_BODY_PREFIXES",
+    "MAX_JSON_DEPTH",
     "BodyLimit",
+    "OutOfRange",
     "error_body",
     "field_errors_response",
     "install_error_handlers",
+    "json_structure_errors",
     "json_syntax_message",
     "keys_match",
+    "parse_json",
     "problem",
 ]
 
@@ -164,20 +171,40 @@ def _json_syntax_error(error: Mapping[str, Any], body: bytes) -> dict[str, Any]:
     return {"loc": loc, "msg": json_syntax_message(int(line), int(column), expected, position), "type": "json_invalid"}
 
 
+MAX_JSON_DEPTH = 64
+"""The deepest nesting a JSON body may have (objects and arrays). A FHIR Bundle inside a CDS Hooks
+prefetch, with contained resources and extensions, is about 20 deep; past 64 nothing clinical is
+lost, and the serializers (pydantic's, at about 250) never meet a depth they cannot write."""
+
+LARGE_BODY_PREFIXES = ("/v1/fhir/", "/cds-services/")
+"""The routes whose bodies are whole FHIR records (a Bundle, a CDS Hooks prefetch): their limit is
+AEGRADE_MAX_FHIR_BODY_BYTES."""
+
+
 class BodyLimit:
     """ASGI middleware: what a request body must be before the app sees it.
 
-    - over `max_bytes` (declared or received): 413 `body_too_large`;
+    - over `max_bytes` (declared or received), or over `large_bytes` on the routes under
+      LARGE_BODY_PREFIXES: 413 `body_too_large`;
     - not received whole within `body_timeout_s` seconds: 408 `body_timeout`, and the connection is closed;
     - a `Content-Encoding` other than identity: 415 `unsupported_content_encoding`;
     - a JSON body (application/json, application/*+json): a charset other than UTF-8 declared is 415
       `unsupported_charset`; a byte-order mark, UTF-16/32 or bytes that are not UTF-8 are 400
       (json_invalid); so are JSON nested too deeply for the parser and numbers too long to convert;
-      a key repeated in one object is 422 (type duplicate_key), its `loc` the key's path.
+      a key repeated in one object is 422 (type duplicate_key), its `loc` the key's path; nesting
+      deeper than MAX_JSON_DEPTH (nesting_too_deep) and a number beyond a float's range, such as a
+      310-digit integer (number_too_large), are 422 naming where, so that no route, serializer or
+      audit record meets them.
+
+    Memory and time are linear in the body: it is read once into a list of chunks, parsed once, and
+    walked once without recursion.
 
     The body (at most `max_bytes`) is read here and handed on whole and unchanged, whatever
     Content-Length says. With `settings`, the service's `Hygiene` layer (service/middleware.py: access
-    log, security headers, HEAD) is put around it, and its timeout is `settings.body_timeout_s`.
+    log, security headers, HEAD) is put around it, its timeout is `settings.body_timeout_s`, its
+    large limit `settings.max_fhir_body_bytes`, and CORS (Starlette's CORSMiddleware) is put between
+    the two for `settings.cors_origins`: a preflight is answered before any body check, and every
+    answer, a 413 as well, carries the CORS headers a browser needs to read it.
     """
 
     def __init__(
@@ -186,14 +213,30 @@ class BodyLimit:
         max_bytes: int,
         *,
         body_timeout_s: float = 30.0,
+        large_bytes: int | None = None,
         settings: ServiceSettings | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.large_bytes = settings.max_fhir_body_bytes if settings is not None else (large_bytes or max_bytes)
         self.body_timeout_s = settings.body_timeout_s if settings is not None else body_timeout_s
         self._entry: Callable[[Scope, Receive, Send], Awaitable[None]] = self._checked
         if settings is not None:
-            self._entry = Hygiene(self._checked)
+            inner: Callable[[Scope, Receive, Send], Awaitable[None]] = self._checked
+            if settings.cors_origins:
+                inner = CORSMiddleware(
+                    inner,
+                    allow_origins=settings.cors_origins,
+                    allow_methods=["GET", "POST", "OPTIONS"],
+                    allow_headers=["Authorization", "Content-Type"],
+                    allow_credentials=False,  # bearer tokens are sent by the page itself; no cookies cross origins
+                    max_age=600,
+                )
+            self._entry = Hygiene(inner)
+
+    def limit_for(self, path: str) -> int:
+        """The body limit of the route at `path`."""
+        return self.large_bytes if path.startswith(LARGE_BODY_PREFIXES) else self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._entry(scope, receive, send)
@@ -204,8 +247,11 @@ class BodyLimit:
             return
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(scope, receive, send)
+        root = str(scope.get("root_path", ""))
+        path = str(scope.get("path", ""))
+        limit = self.limit_for(path.removeprefix(root) if root else path)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._too_large(scope, receive, send, limit)
             return
         encoding = headers.get(b"content-encoding", b"").decode("latin-1").strip().lower()
         if encoding and any(e.strip() not in ("", "identity") for e in encoding.split(",")):
@@ -224,8 +270,8 @@ class BodyLimit:
                         return
                     chunk = message.get("body", b"")
                     size += len(chunk)
-                    if size > self.max_bytes:
-                        await self._too_large(scope, receive, send)
+                    if size > limit:
+                        await self._too_large(scope, receive, send, limit)
                         return
                     chunks.append(chunk)
                     more = message.get("more_body", False)
@@ -251,8 +297,8 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem(BodyTooLarge(f"the request body is over {self.max_bytes} bytes"))
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = problem(BodyTooLarge(f"the request body is over {limit} bytes"))
         await response(scope, receive, send)
 
 
@@ -355,13 +401,16 @@ def _json_rejection(body: bytes, content_type: str) -> JSONResponse | None:
         return result
 
     try:
-        document = json.loads(text, object_pairs_hook=pairs)
+        document, out_of_range = parse_json(text, object_pairs_hook=pairs)
     except json.JSONDecodeError:
         return None  # not JSON: the route says so, as it always has
     except RecursionError:
-        return _body_error("the JSON is nested too deeply")
-    except ValueError as exc:  # a number too long to convert (Python's int max_str_digits), say
+        return _body_error(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels", status=422, kind="nesting_too_deep")
+    except ValueError as exc:  # not expected (numbers are read by parse_json's hooks): never a 500
         return _body_error(f"the JSON cannot be read: {str(exc)[:120]}")
+    unreadable = json_structure_errors(document, out_of_range)
+    if unreadable:
+        return field_errors_response([{**e, "loc": ["body", *e["loc"]]} for e in unreadable])
     if "\\u0000" in text:  # cheap test first: a NUL escape somewhere (or a backslash before "u0000")
         nul = _nul_paths(document)
         if nul:
@@ -379,6 +428,86 @@ def _json_rejection(body: bytes, content_type: str) -> JSONResponse | None:
             for path in _duplicate_paths(document)
         ]
     )
+
+
+class OutOfRange(float):
+    """A JSON number beyond a float's range (a 310-digit integer, 1e400), kept as its text."""
+
+    text: str
+
+
+_FLOAT_MAX = sys.float_info.max
+_MAX_ERRORS = 20
+
+
+def _out_of_range(text: str) -> OutOfRange:
+    marker = OutOfRange(math.inf)
+    marker.text = text
+    return marker
+
+
+def parse_json(text: str, **hooks: Any) -> tuple[Any, bool]:
+    """json.loads, with every number beyond a float's range read as an OutOfRange marker (never
+    converted: a long integer is neither an OverflowError later nor a ValueError of Python's digit
+    limit now), and whether there was one. RecursionError when the parser's own depth is passed."""
+    found = False
+
+    def parse_int(digits: str) -> Any:
+        nonlocal found
+        if len(digits) <= 308:  # below 10**308, always within a float's range
+            return int(digits)
+        if len(digits) <= 320 and abs(int(digits)) <= _FLOAT_MAX:
+            return int(digits)
+        found = True
+        return _out_of_range(digits)
+
+    def parse_float(literal: str) -> Any:
+        nonlocal found
+        value = float(literal)
+        if math.isinf(value):
+            found = True
+            return _out_of_range(literal)
+        return value
+
+    document = json.loads(text, parse_int=parse_int, parse_float=parse_float, **hooks)
+    return document, found
+
+
+def json_structure_errors(document: Any, out_of_range: bool = True) -> list[dict[str, Any]]:
+    """Where a parsed JSON document is nested deeper than MAX_JSON_DEPTH, or holds a number beyond a
+    float's range (`out_of_range`: parse_json found one; else numbers are not looked at): entries
+    {loc, msg, type}, in document order, at most 20. One walk without recursion, containers only unless a number is
+    to be found; each path is built only for what is reported."""
+    errors: list[dict[str, Any]] = []
+    # (value, depth, parent entry, key): the path of an entry is rebuilt from its parents when reported
+    stack: list[tuple[Any, int, Any, Any]] = [(document, 0, None, None)]
+
+    def path(entry: tuple[Any, int, Any, Any]) -> list[Any]:
+        keys: list[Any] = []
+        while entry[2] is not None:
+            keys.append(entry[3])
+            entry = entry[2]
+        return keys[::-1]
+
+    while stack and len(errors) < _MAX_ERRORS:
+        entry = stack.pop()
+        value, depth = entry[0], entry[1]
+        if isinstance(value, OutOfRange):
+            errors.append({"loc": path(entry), "msg": f"the number {value.text[:24]}{'...' if len(value.text) > 24 else ''} is beyond the range of a number (a float)", "type": "number_too_large"})
+            continue
+        if isinstance(value, dict):
+            children: Any = value.items()
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            errors.append({"loc": path(entry), "msg": f"nested deeper than {MAX_JSON_DEPTH} levels", "type": "nesting_too_deep"})
+            continue
+        below = [(child, depth + 1, entry, key) for key, child in children
+                 if isinstance(child, (dict, list)) or (out_of_range and isinstance(child, OutOfRange))]
+        stack.extend(reversed(below))  # popped in document order
+    return errors
 
 
 def keys_match(presented: str, keys: list[str]) -> bool:

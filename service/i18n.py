@@ -8,7 +8,13 @@ The language of a request is, in order: `?lang=` on the URL, the `aegrade_lang` 
 page's language switch), then the browser's Accept-Language; English otherwise.
 
 Templates call `_("text")` and `ngettext(...)`, given to them per request by `context(request)`;
-Python code that makes page text takes a `Translator` (the same two callables).
+Python code that makes page text takes a `Translator` (the same two callables); text defined at
+import time (form labels, hints, option words) is marked with `N_` (Babel's default keywords include
+it), kept in English in the code and translated where it is shown.
+
+Which text stays in English in every language: the rule files' quoted criteria, citations, notes,
+flag messages and action texts (data, not page text; the template marks them lang="en"), and the
+field paths and rule ids behind the "details for the record" toggle.
 """
 
 from __future__ import annotations
@@ -24,14 +30,24 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import NullTranslations, Translations
 from starlette.requests import Request
+from starlette.responses import Response
 
-__all__ = ["LANG_COOKIE", "LOCALES", "LOCALES_DIR", "Translator", "context", "negotiate", "translator"]
+__all__ = [
+    "ENGLISH", "LANG_COOKIE", "LOCALES", "LOCALES_DIR", "N_", "Translator", "context", "negotiate", "remember_choice",
+    "translator",
+]
 
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 # The locales offered, with the name each is shown under in the language switch (in itself).
 LOCALES: dict[str, str] = {"en": "English", "zh_CN": "简体中文"}
 SOURCE_LOCALE = "en"
 LANG_COOKIE = "aegrade_lang"
+LANG_COOKIE_MAX_AGE_S = 365 * 24 * 3600
+
+
+def N_(text: str) -> str:
+    """Marks `text` for extraction where it is defined; it is translated where it is shown."""
+    return text
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,9 @@ class Translator:
     locale: str
     gettext: Callable[[str], str]
     ngettext: Callable[[str, str, int], str]
+
+    def __call__(self, text: str) -> str:
+        return self.gettext(text)
 
     @property
     def html_lang(self) -> str:
@@ -102,6 +121,23 @@ def _translations(locale: str) -> NullTranslations:
 def translator(locale: str) -> Translator:
     translations = _translations(locale if locale in LOCALES else SOURCE_LOCALE)
     return Translator(locale, translations.gettext, translations.ngettext)
+
+
+ENGLISH = translator(SOURCE_LOCALE)
+"""The source text: for callers that word things outside a request (the API, the tests)."""
+
+
+def remember_choice(request: Request, response: Response) -> Response:
+    """Keep the language chosen with `?lang=` (the page's switch, a plain link) in the cookie, so the
+    next page (a POST of the form, the result) is in it too. Works without JavaScript."""
+    asked = request.query_params.get("lang")
+    chosen = _parse(asked) if asked else None
+    if chosen is not None:
+        response.set_cookie(
+            LANG_COOKIE, chosen, max_age=LANG_COOKIE_MAX_AGE_S, path="/", httponly=True, samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+    return response
 
 
 def context(request: Request) -> dict[str, Any]:

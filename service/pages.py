@@ -1,7 +1,17 @@
 """The bedside form at `/`: GET shows it, POST grades it and shows the result on the same page.
 
 It works as a plain HTML form (JavaScript off: a POST that returns the page); service/static/form.js
-only adds the live ICE/CAPD totals, the tool switch and the flow field. Validation is the API's
+adds the live ICE/CAPD totals, the tool switch, the flow field and the °C of a °F, keeps Enter in a
+number field from submitting, asks before Clear, copies the note and shows times in local time.
+
+After grading, the page opens on the summary bar (wording.summary_items: CRS, ICANS, critical
+flags, the decisive action, worst first), then the grade cards in plain words; field paths, rule
+ids and citations are behind a "details for the record" toggle. The note for the chart ("Copy to
+notes") is rendered here, server-side, into the page (so it is there without JavaScript and is
+tested), and the printout carries the values entered.
+
+Every word of the page is in the request's language (service/i18n.py: ?lang=, the cookie the
+language switch sets, Accept-Language), but the rule files' criteria and texts, which stay English. Validation is the API's
 (the same pydantic models and engine checks), with errors shown next to their fields in plain
 words and everything typed kept. A grade shown here is on record in the audit trail, as through
 the API; when it cannot be recorded, no grade is shown.
@@ -15,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -27,14 +38,34 @@ from aegrade import Engine
 from aegrade.errors import EngineError, InvalidAssessment
 from aegrade.models import AssessmentResult
 from service.errors import GradingUnavailable, StoreUnavailable
-from service.form import FORM, LABELS, assessment_from_form, errors_from_validation, field_name, form_values
-from service.http import keys_match
+from service.form import (
+    FORM,
+    LABELS,
+    assessment_from_form,
+    entered_values,
+    errors_from_validation,
+    field_name,
+    form_values,
+    input_names,
+)
 from service.grading import grade_on_record
+from service.http import keys_match
+from service.i18n import Translator, remember_choice
+from service.i18n import context as language_context
 from service.session import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, SESSION_MAX_AGE_S, Sessions
 from service.settings import ServiceSettings
-from service.wording import grade_text, undetermined_inputs, undetermined_text
+from service.wording import (
+    EVIDENCE_LEVELS,
+    SEVERITY_WORDS,
+    action_verb,
+    domain_text,
+    grade_text,
+    summary_items,
+    undetermined_inputs,
+    undetermined_text,
+)
 
-__all__ = ["STATIC_DIR", "router"]
+__all__ = ["STATIC_DIR", "PageCsrf", "form_csrf", "keys_on", "router", "signed_in", "static_url"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -45,17 +76,108 @@ router = APIRouter(include_in_schema=False)
 
 
 @cache
-def _static_url(name: str) -> str:
+def static_url(name: str) -> str:
     """/static/<name>?v=<content hash>: a changed file is never served from a stale cache."""
     digest = hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
     return f"/static/{name}?v={digest}"
 
 
-templates.env.globals["static"] = _static_url
-templates.env.globals["grade_text"] = grade_text
+templates.env.globals["static"] = static_url
 templates.env.globals["field_name"] = field_name
 templates.env.globals["undetermined_inputs"] = undetermined_inputs
-templates.env.globals["undetermined_text"] = undetermined_text
+templates.env.globals["evidence_levels"] = EVIDENCE_LEVELS
+
+
+def _translator(request: Request) -> Translator:
+    translator: Translator = language_context(request)["translator"]
+    return translator
+
+
+_PATH = re.compile(r"\b(?:patient|vitals|crs|neuro|thrombosis|blinatumomab)\.[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+_SNAKE = re.compile(r"\b[a-z][a-z0-9]*(?:_[a-z0-9]+)+\b")
+
+
+class Words:
+    """The wording helpers, bound to one request's language and the form's names for the inputs:
+    what the template calls to word a grade, an action or a domain."""
+
+    def __init__(self, tr: Translator) -> None:
+        self.tr = tr
+        self.names = input_names(tr)
+
+    def grade(self, part: Any, *, inputs: bool = True, capital: bool = False) -> str:
+        return grade_text(part, inputs=inputs, capital=capital, tr=self.tr, names=self.names)
+
+    def undetermined(self, item: Any, *, capital: bool = False) -> str:
+        return undetermined_text(item, capital=capital, tr=self.tr, names=self.names)
+
+    def missing(self, item: Any) -> str:
+        """The unreported inputs that would decide an undetermined flag or action, in words."""
+        return ", ".join(dict.fromkeys(self.input(path) for path in getattr(item, "missing", None) or []))
+
+    def message(self, item: Any) -> str:
+        """An undetermined flag's message or action's text (the rule file's English), in plain words."""
+        return self.plain(str(getattr(item, "message", None) or getattr(item, "text", None) or "").rstrip("."))
+
+    def input(self, path: str) -> str:
+        return self.names.get(path) or self.names.get(field_name(path.split("."))) or path.rpartition(".")[2].replace("_", " ")
+
+    def plain(self, text: str) -> str:
+        """An engine text (a note, an interpretation, a flag message) with its request paths named as the
+        form names them and its snake_case names in words; the rest stays the rule file's English."""
+        text = _PATH.sub(lambda m: self.input(m.group(0)), text)
+        return _SNAKE.sub(lambda m: m.group(0).replace("_", " "), text)
+
+    def domain(self, domain: str) -> str:
+        return domain_text(domain, tr=self.tr)
+
+    def action(self, action: Any) -> str:
+        return action_verb(action, tr=self.tr)
+
+    def severity(self, severity: str) -> str:
+        return self.tr(SEVERITY_WORDS.get(severity, severity))
+
+
+def note_text(result: AssessmentResult, entered: list[tuple[str, str]], words: Words) -> str:
+    """The plain-text note for the chart ("Copy to notes"): the grades with their bounds, the
+    criteria that set them, what was not reported, flags, actions, the values entered, the
+    assessment id and the time (UTC: a note outlives the screen's time zone)."""
+    tr = words.tr
+    when = result.evaluated_at.strftime("%Y-%m-%d %H:%M")
+    lines = [
+        tr("CRS and ICANS grading (aegrade; decision support, not an order)"),
+        tr("Assessment {id}, {time} UTC").format(id=result.id, time=when),
+    ]
+    for title, part in (("CRS", result.crs), ("ICANS", result.icans)):
+        if part is None:
+            lines.append(f"{tr(title)}: {tr('not reported')}")
+            continue
+        tool = getattr(part, "tool", None)
+        scale = f"{part.scale}, {tool}" if tool else part.scale
+        lines.append(f"{tr(title)} ({scale}): {words.grade(part)}")
+        for driver in (d for d in part.drivers if d.drives):
+            lines.append(f"  - {driver.criterion} [{driver.evidence_level}]")
+        if part.missing:
+            missing = ", ".join(words.domain(d) for d in part.missing)
+            lines.append("  " + tr("Not reported: {domains}.").format(domains=missing))
+        lines.extend("  " + tr("Note: {note}").format(note=words.plain(note)) for note in part.notes)
+    for flag in result.flags:
+        lines.append(tr("Flag ({severity}): {message}").format(severity=words.severity(flag.severity), message=words.plain(flag.message)))
+    for open_flag in result.undetermined_flags:
+        lines.append(
+            tr("Flag ({severity}), {text}").format(severity=words.severity(open_flag.severity), text=words.undetermined(open_flag))
+        )
+    for action in result.actions:
+        verb = words.action(action)
+        text = action.text if action.text.startswith(verb) else tr("{verb}. {text}").format(verb=verb, text=action.text)
+        lines.append(tr("Blinatumomab: {text}").format(text=text))
+    for open_action in result.undetermined_actions:
+        lines.append(tr("Blinatumomab, {text}").format(text=words.undetermined(open_action)))
+    lines.extend(tr("Note: {note}").format(note=words.plain(note)) for note in result.notes)
+    if entered:
+        lines.append(tr("Values entered:"))
+        lines.extend(f"  - {label}: {value}" for label, value in entered)
+    return "\n".join(lines)
 
 
 # ---- sessions and CSRF --------------------------------------------------------------------------
@@ -72,12 +194,12 @@ def _sessions(request: Request) -> Sessions:
     return sessions
 
 
-def _keys_on(request: Request) -> bool:
+def keys_on(request: Request) -> bool:
     settings: ServiceSettings = request.app.state.settings
     return bool(settings.api_keys)
 
 
-def _signed_in(request: Request) -> bool:
+def signed_in(request: Request) -> bool:
     return _sessions(request).valid(request.cookies.get(SESSION_COOKIE))
 
 
@@ -87,7 +209,7 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
     )
 
 
-class _Csrf:
+class PageCsrf:
     """The CSRF binding of this request: the session cookie when signed in, else `aegrade_csrf` (made
     when missing, and then set on the answer)."""
 
@@ -114,8 +236,8 @@ class _Csrf:
         return response
 
 
-def _form_csrf(request: Request) -> _Csrf:
-    return _Csrf(request, use_session=_keys_on(request))
+def form_csrf(request: Request) -> PageCsrf:
+    return PageCsrf(request, use_session=keys_on(request))
 
 
 def _to_login() -> RedirectResponse:
@@ -127,7 +249,7 @@ def _to_login() -> RedirectResponse:
 
 def _page(
     request: Request,
-    csrf: _Csrf,
+    csrf: PageCsrf,
     *,
     status: int = 200,
     values: dict[str, list[str]] | None = None,
@@ -138,8 +260,15 @@ def _page(
     engine: Engine = request.app.state.engine
     values = values or {}
     errors = errors or {}
+    language = language_context(request)
+    tr: Translator = language["translator"]
+    words = Words(tr)
+    entered = entered_values(values, tr=tr)
+    # an optional section opens only when it holds input (a radio's "not reported" posts "": not input)
     open_sections = {
-        s.id for s in FORM if s.collapsed and any(values.get(f.name) or errors.get(f.name) for f in s.fields)
+        s.id
+        for s in FORM
+        if s.collapsed and any(any(v.strip() for v in values.get(f.name, [])) or errors.get(f.name) for f in s.fields)
     }
     context: dict[str, Any] = {
         "sections": FORM,
@@ -152,27 +281,34 @@ def _page(
         "capd_age": engine.settings_for(engine.primary("icans").id)["capd_age_cutoff_years"],
         "rulesets": [rs.label for rs in engine.rulesets],
         "csrf_token": csrf.token(),
-        "signed_in": _keys_on(request),
+        "signed_in": keys_on(request),
+        "words": words,
+        "entered": entered,
+        "summary": summary_items(result, tr=tr) if result is not None else [],
+        "note": note_text(result, entered, words) if result is not None else "",
+        **language,
     }
-    return csrf.finish(templates.TemplateResponse(request, "form.html", context, status_code=status))
+    response = templates.TemplateResponse(request, "form.html", context, status_code=status)
+    return remember_choice(request, csrf.finish(response))
 
 
 @router.get("/", response_class=HTMLResponse)
 async def show_form(request: Request) -> Response:
-    if _keys_on(request) and not _signed_in(request):
-        return _to_login()
-    return _page(request, _form_csrf(request))
+    if keys_on(request) and not signed_in(request):
+        return remember_choice(request, _to_login())
+    return _page(request, form_csrf(request))
 
 
 @router.post("/", response_class=HTMLResponse)
 async def grade_form(request: Request) -> Response:
-    if _keys_on(request) and not _signed_in(request):
+    if keys_on(request) and not signed_in(request):
         return _to_login()
-    csrf = _form_csrf(request)
+    csrf = form_csrf(request)
+    tr = _translator(request)
     try:
         submitted = await request.form()
     except Exception:  # a body that is not a form: say so on the page, never a 500
-        return _page(request, csrf, status=400, errors={"": ["The form could not be read. Please submit it again."]})
+        return _page(request, csrf, status=400, errors={"": [tr("The form could not be read. Please submit it again.")]})
     fields: dict[str, list[str]] = {}
     for key in submitted.keys():
         fields[key] = [v for v in submitted.getlist(key) if isinstance(v, str)]
@@ -184,31 +320,31 @@ async def grade_form(request: Request) -> Response:
         # values come back with a fresh token, to be checked and sent again.
         return _page(
             request, csrf, status=403, values=values,
-            errors={"": ["The form could not be verified (it may be from an old page). Check the values and press Grade again."]},
+            errors={"": [tr("The form could not be verified (it may be from an old page). Check the values and press Grade again.")]},
         )
-    assessment, parsed = assessment_from_form(fields)
+    assessment, parsed = assessment_from_form(fields, tr=tr, engine=request.app.state.engine)
     if assessment is None:
         return _page(request, csrf, status=422, values=values, errors=parsed.errors)
     try:
         result, _ = await grade_on_record(request.app.state, assessment)
     except InvalidAssessment as exc:
-        return _page(request, csrf, status=422, values=values, errors=errors_from_validation(exc, parsed.data))
+        return _page(request, csrf, status=422, values=values, errors=errors_from_validation(exc, parsed.data, tr=tr))
     except EngineError as exc:
         return _page(
             request, csrf, status=500, values=values,
-            failure=f"The engine could not give a trustworthy grade ({exc.code}). The failure is on record; grade by hand.",
+            failure=tr("The engine could not give a trustworthy grade ({code}). The failure is on record; grade by hand.").format(code=exc.code),
         )
     except StoreUnavailable:
         logger.error("form: audit store unavailable; no grade shown")
         return _page(
             request, csrf, status=503, values=values,
-            failure="The grade could not be recorded, so it is not shown. Try again, or grade by hand.",
+            failure=tr("The grade could not be recorded, so it is not shown. Try again, or grade by hand."),
         )
     except GradingUnavailable:
         logger.error("form: no grade came in time; no grade shown")
         return _page(
             request, csrf, status=503, values=values,
-            failure="No grade came in time, so none is shown. Try again, or grade by hand.",
+            failure=tr("No grade came in time, so none is shown. Try again, or grade by hand."),
         )
     return _page(request, csrf, values=values, result=result)
 
@@ -216,34 +352,36 @@ async def grade_form(request: Request) -> Response:
 # ---- sign in, sign out (AEGRADE_API_KEYS set) -----------------------------------------------------
 
 
-def _login_page(request: Request, csrf: _Csrf, *, status: int = 200, error: str | None = None) -> Response:
-    context = {"csrf_token": csrf.token(), "error": error}
-    return csrf.finish(templates.TemplateResponse(request, "login.html", context, status_code=status))
+def _login_page(request: Request, csrf: PageCsrf, *, status: int = 200, error: str | None = None) -> Response:
+    context = {"csrf_token": csrf.token(), "error": error, **language_context(request)}
+    response = templates.TemplateResponse(request, "login.html", context, status_code=status)
+    return remember_choice(request, csrf.finish(response))
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def show_login(request: Request) -> Response:
-    if not _keys_on(request) or _signed_in(request):
+    if not keys_on(request) or signed_in(request):
         return RedirectResponse("/", status_code=303)
-    return _login_page(request, _Csrf(request, use_session=False))
+    return _login_page(request, PageCsrf(request, use_session=False))
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def log_in(request: Request) -> Response:
-    if not _keys_on(request):
+    if not keys_on(request):
         return RedirectResponse("/", status_code=303)
-    csrf = _Csrf(request, use_session=False)
+    csrf = PageCsrf(request, use_session=False)
+    tr = _translator(request)
     try:
         submitted = await request.form()
     except Exception:
-        return _login_page(request, csrf, status=400, error="The form could not be read. Please try again.")
+        return _login_page(request, csrf, status=400, error=tr("The form could not be read. Please try again."))
     key, token = submitted.get("key"), submitted.get(CSRF_FIELD)
     if not isinstance(token, str) or not csrf.ok(token):
-        return _login_page(request, csrf, status=403, error="The page had expired. Please enter the key again.")
+        return _login_page(request, csrf, status=403, error=tr("The page had expired. Please enter the key again."))
     settings: ServiceSettings = request.app.state.settings
     if not isinstance(key, str) or not keys_match(key.strip(), settings.api_keys):
         logger.warning("form: sign-in with a wrong key")
-        return _login_page(request, csrf, status=401, error="That key is not valid.")
+        return _login_page(request, csrf, status=401, error=tr("That key is not valid."))
     response = RedirectResponse("/", status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, _sessions(request).issue(key.strip()), max_age=SESSION_MAX_AGE_S)
     return response
@@ -251,13 +389,13 @@ async def log_in(request: Request) -> Response:
 
 @router.post("/logout")
 async def log_out(request: Request) -> Response:
-    csrf = _form_csrf(request)
+    csrf = form_csrf(request)
     try:
         token = (await request.form()).get(CSRF_FIELD)
     except Exception:
         token = None
-    if _signed_in(request) and not (isinstance(token, str) and csrf.ok(token)):
+    if signed_in(request) and not (isinstance(token, str) and csrf.ok(token)):
         return RedirectResponse("/", status_code=303)  # not from our page: the session stays
-    response = RedirectResponse("/login" if _keys_on(request) else "/", status_code=303)
+    response = RedirectResponse("/login" if keys_on(request) else "/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

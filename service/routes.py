@@ -19,7 +19,7 @@ from aegrade.episodes import Episode, Observation, ObservationResult, Treatment,
 from aegrade.models import Assessment, AssessmentResult
 from service.episodes import IDEMPOTENCY_KEY_PATTERN, PATIENT_ID_PATTERN, EpisodeStore
 from service.grader import Job
-from service.grading import grade_and_record, new_assessment_id
+from service.grading import episode_job, grade_and_record, new_assessment_id
 from service.errors import NotFound, Unauthorized
 from service.http import keys_match
 from service.schemas import Health, ProblemResponse, RulesetInfo, StoredAssessment, ValidationErrorResponse
@@ -278,14 +278,7 @@ IdempotencyKey = Annotated[
 async def _episode_write(request: Request, kind: str, sent: BaseModel, patient_id: str, key: str | None) -> Response:
     """An episode write, through the one grading path (the grading process holds the patient's
     lock while it grades)."""
-    job = Job(
-        kind=kind,
-        body=sent.model_dump_json(exclude_unset=True).encode(),
-        assessment_id=new_assessment_id(),
-        patient_id=patient_id,
-        key=key,
-    )
-    answer = await grade_and_record(request.app.state, job)
+    answer = await grade_and_record(request.app.state, episode_job(kind, sent, patient_id, key))
     headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
     return Response(answer.body, media_type="application/json", headers=headers)
 

@@ -15,15 +15,24 @@
 | AEGRADE_EPISODE_MASKING_WINDOW_HOURS | (empty: the CRS rule file's fever_masking.window, no limit) | how long after a masking treatment fever stays masked (episodes, FHIR); overrides the rule file (an interpretation: ASTCT 2019 sets no duration) |
 | AEGRADE_BODY_TIMEOUT_S | 30 | a request body not received whole within this many seconds gets 408 |
 | AEGRADE_SESSION_SECRET | (empty: a random secret per process) | HMAC key of the bedside form's session and CSRF tokens (32+ characters); set it when several processes serve the form |
+| AEGRADE_MAX_FHIR_BODY_BYTES | 8388608 | the body limit of the FHIR and CDS Hooks routes (/v1/fhir/*, /cds-services/*), sized for real prefetches |
+| AEGRADE_PUBLIC_BASE_URL | (empty: no card links) | the service's public URL (https://host[/prefix]): the JWT audience of CDS calls and the base of card links |
+| AEGRADE_CDS_ISSUERS | (empty: no JWT check) | JSON: {"issuer": {"jwks": {...}} or {"jku": "https://..."}}; CDS calls then need a signed JWT (service/cds_auth.py) |
+| AEGRADE_CORS_ORIGINS | (empty: no CORS) | browser origins allowed to call the service (comma-separated or a JSON list) |
+| AEGRADE_CDS_FHIR_SERVERS | (empty: never) | base URLs of FHIR servers the CDS service may query for a prefetch the client did not send |
+| AEGRADE_CDS_FHIR_TIMEOUT_S | 5 | CDS Hooks: seconds for each query of the client's FHIR server |
+| AEGRADE_CDS_FHIR_MAX_BYTES | 5242880 | CDS Hooks: largest answer read from the client's FHIR server |
 | AEGRADE_MIGRATE | true | upgrade the audit store's schema at start (Alembic); false: refuse to start when it is behind (`python -m service.migrations upgrade`) |
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["ServiceSettings"]
@@ -112,6 +121,113 @@ class ServiceSettings(BaseSettings):
             "(sessions end with the process; set it when several processes serve the form)."
         ),
     )
+
+    max_fhir_body_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description=(
+            "Largest request body on the FHIR and CDS Hooks routes (/v1/fhir/*, /cds-services/*): a prefetch of "
+            "100 Observations, 100 administrations and their Medications is several hundred KiB, an EHR's "
+            "several MiB; the other routes keep AEGRADE_MAX_BODY_BYTES."
+        ),
+    )
+    public_base_url: str | None = Field(
+        default=None,
+        description=(
+            "The service's public URL, as CDS clients and browsers reach it (https://host or https://host/prefix). "
+            "CDS Hooks: the JWT audience is <this>/cds-services/<id>; card links point under it. Never taken from "
+            "the request's Host header. Empty: cards carry no link to the assessment."
+        ),
+    )
+    cds_issuers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            'CDS clients trusted to call the CDS service, by JWT issuer: {"<iss>": {"jwks": {"keys": [...]}}} or '
+            '{"<iss>": {"jku": "https://.../jwks.json"}}, optionally with "algorithms" (default ES384 and RS384). Set: '
+            "a CDS call needs a JWT signed by one of them (or an API key of AEGRADE_API_KEYS). Needs "
+            "AEGRADE_PUBLIC_BASE_URL (the audience)."
+        ),
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Browser origins (scheme://host[:port]) allowed by CORS: comma-separated, or a JSON list.",
+    )
+    cds_fhir_servers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "CDS Hooks: base URLs of the FHIR servers the service may query (GET only) for a prefetch the client did not "
+            "send, with the call's fhirAuthorization. A fhirServer not under one of them is never contacted (no "
+            "requests to addresses a caller chooses). Comma-separated or a JSON list. Empty: never query; 412."
+        ),
+    )
+    cds_fhir_timeout_s: float = Field(default=5.0, gt=0, le=60, description="CDS Hooks: seconds for each FHIR query.")
+    cds_fhir_max_bytes: int = Field(
+        default=5 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024, description="CDS Hooks: largest FHIR answer read."
+    )
+
+    @field_validator("cors_origins", "cds_fhir_servers", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            parts = urlsplit(origin)
+            if origin == "*" or parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]); '*' is not accepted")
+        return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("public_base_url", mode="after")
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an http(s) URL without query or fragment, e.g. https://aegrade.example.org")
+        return url.rstrip("/")
+
+    @field_validator("cds_fhir_servers")
+    @classmethod
+    def _fhir_servers(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment or "@" in parts.netloc:
+                raise ValueError(f"{url!r} is not a FHIR base URL (http(s)://host[:port][/path], no user, query or fragment)")
+        return [url.rstrip("/") for url in urls]
+
+    @field_validator("cds_issuers")
+    @classmethod
+    def _issuers(cls, issuers: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for issuer, trust in issuers.items():
+            if set(trust) - {"algorithms"} not in ({"jwks"}, {"jku"}):
+                raise ValueError(f"issuer {issuer!r}: give exactly one of jwks (a JWK Set) or jku (its URL), and optionally algorithms")
+            algorithms = trust.get("algorithms", ["ES384"])
+            signing = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")  # service/cds_auth.py ASYMMETRIC
+            if not isinstance(algorithms, list) or not algorithms or any(a not in signing for a in algorithms):
+                raise ValueError(f"issuer {issuer!r}: algorithms must be a list of {', '.join(signing)}")
+            if "jwks" in trust and not (isinstance(trust["jwks"], dict) and isinstance(trust["jwks"].get("keys"), list)):
+                raise ValueError(f"issuer {issuer!r}: jwks must be a JWK Set, {{\"keys\": [...]}}")
+            if "jku" in trust:
+                parts = urlsplit(str(trust["jku"]))
+                loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
+                if not (parts.scheme == "https" or (parts.scheme == "http" and loopback)) or not parts.netloc:
+                    raise ValueError(f"issuer {issuer!r}: jku must be an https URL (http only on loopback)")
+        return issuers
+
+    @model_validator(mode="after")
+    def _issuers_need_audience(self) -> ServiceSettings:
+        if self.cds_issuers and not self.public_base_url:
+            raise ValueError("AEGRADE_CDS_ISSUERS needs AEGRADE_PUBLIC_BASE_URL: the JWT audience is the service's public URL")
+        return self
 
     @field_validator("api_keys", mode="before")
     @classmethod

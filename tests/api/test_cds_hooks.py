@@ -67,6 +67,13 @@ def test_discovery_conforms_and_lists_both_hooks(client: TestClient) -> None:
     for service in body["services"]:
         assert set(service["prefetch"]) == {"patient", "vitals", "assessments", "medications"}
         assert all("{{context.patientId}}" in template for template in service["prefetch"].values())
+        prefetch = service["prefetch"]
+        # the BP panel is asked for by its own code (a `code` search does not match components)
+        assert f"{LOINC}|85354-9" in prefetch["vitals"].split("code=")[1].split("&")[0].split(",")
+        # administrations come with their Medications; no search of our CodeSystem, which no EHR holds
+        assert "&_include=MedicationAdministration:medication" in prefetch["medications"]
+        assert not any(AEGRADE_SYSTEM in template for template in prefetch.values())
+        assert "extension" not in service
 
 
 def test_round_trip_call_cards_and_feedback(client: TestClient, shared_database_url: str) -> None:
@@ -82,8 +89,12 @@ def test_round_trip_call_cards_and_feedback(client: TestClient, shared_database_
     assert "high-flow nasal cannula" in crs["detail"] and "orders nothing" in crs["detail"]
     for card in body["cards"]:
         assert len(card["summary"]) < 140 and "suggestions" not in card
-        audit = card["links"][0]["url"].split("testserver")[1]
-        assert client.get(audit).json()["request"]["cds_hook"] == "patient-view"
+        # no AEGRADE_PUBLIC_BASE_URL: no link to the assessment (never one built from the Host
+        # header), and the card says so with the assessment's id
+        assert [link["url"] for link in card["links"]] == ["https://doi.org/10.1016/j.bbmt.2018.12.758"]
+        assert "AEGRADE_PUBLIC_BASE_URL" in card["detail"] and "testserver" not in json.dumps(card)
+        assessment_id = card["detail"].rsplit("Its id is ", 1)[1].rstrip(".")
+        assert client.get(f"/v1/assessments/{assessment_id}").json()["request"]["cds_hook"] == "patient-view"
 
     feedback = {
         "feedback": [
@@ -169,20 +180,46 @@ def test_a_long_bound_keeps_the_summary_under_140_characters() -> None:
     assert len(summary) < 140 and "undetermined" in summary and "up to 4" in summary
 
 
-def test_observations_older_than_the_window_give_no_card(client: TestClient) -> None:
+def test_observations_older_than_the_window_give_one_card_saying_nothing_was_charted(client: TestClient) -> None:
+    """Nothing usable in the window: not graded and not on record, but never silence. One info card
+    says CRS and ICANS cannot be assessed and why; it is stored, so feedback on it is taken."""
     body = client.post("/cds-services/aegrade-toxicity", json=_call("V06", minutes_ago=5 * 60)).json()
-    assert body == {"cards": []}
+    _validate(body, "response")
+    [card] = body["cards"]
+    assert card["indicator"] == "info"
+    assert card["summary"] == "CRS and ICANS: not assessable, no usable observation in the last 4 h"
+    assert "not grade 0" in card["detail"]
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": datetime.now(timezone.utc).isoformat()}]}
+    assert client.post("/cds-services/aegrade-toxicity/feedback", json=feedback).json() == {"stored": 1}
+    # 4 h is AEGRADE_FHIR_WINDOW_HOURS: charted just inside it, the same record is graded
+    inside = client.post("/cds-services/aegrade-toxicity", json=_call("V06", minutes_ago=4 * 60 - 5)).json()
+    assert "not assessable" not in inside["cards"][0]["summary"]
 
 
 @pytest.mark.parametrize("key", ["patient", "vitals", "assessments", "medications"])
-def test_a_missing_prefetch_is_412(client: TestClient, key: str) -> None:
+def test_a_prefetch_not_sent_without_fhir_server_is_412(client: TestClient, key: str) -> None:
     call = _call("V06")
     del call["prefetch"][key]
     response = client.post("/cds-services/aegrade-toxicity", json=call)
     assert response.status_code == 412
-    assert key in response.json()["detail"]["message"]
+    assert key in response.json()["detail"]["message"] and "fhirServer" in response.json()["detail"]["message"]
+
+
+@pytest.mark.parametrize("key", ["vitals", "assessments", "medications"])
+def test_a_null_prefetch_is_no_data_not_412(client: TestClient, key: str) -> None:
+    """CDS Hooks 2.0: null means the client has no such data. It is read as nothing charted (unknown,
+    never normal): V06 without its vitals cannot show the CRS grade 3 it has with them."""
+    call = _call("V06")
     call["prefetch"][key] = None
-    assert client.post("/cds-services/aegrade-toxicity", json=call).status_code == 412
+    response = client.post("/cds-services/aegrade-toxicity", json=call)
+    assert response.status_code == 200, response.text
+    _validate(response.json(), "response")
+    summaries = [c["summary"] for c in response.json()["cards"]]
+    full = [c["summary"] for c in client.post("/cds-services/aegrade-toxicity", json=_call("V06")).json()["cards"]]
+    if key == "vitals":
+        assert "CRS grade 3 by ASTCT 2019 criteria from the charted data" in full
+        assert "CRS grade 3 by ASTCT 2019 criteria from the charted data" not in summaries
+        assert any(s.startswith("CRS") for s in summaries)  # said, not silent
 
 
 def test_a_prefetched_patient_that_is_not_the_context_patient_is_422(client: TestClient) -> None:

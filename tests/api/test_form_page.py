@@ -3,6 +3,7 @@ the audit record, and the same grades as the API for every shared vignette."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Iterator
@@ -13,11 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.form import parse_form
+from service.form import input_names, parse_form
+from service.i18n import ENGLISH
+from service.pages import Words
 from service.settings import ServiceSettings
 from tests.form_filling import csrf_token, form_fields, post_form
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "vignettes"
+NAMES = input_names()
 VIGNETTES = [
     json.loads(line)
     for name in ("crs_icans.jsonl", "thrombosis.jsonl")
@@ -52,8 +56,8 @@ def shown(html: str) -> dict[str, Any]:
         ),
         "undetermined_actions": re.findall(r'data-action="([A-Z0-9-]+)"', html),
         "undetermined_flags": re.findall(r'data-flag="([A-Z0-9-]+)"', html),
-        "flags": re.findall(r"\(([A-Z0-9-]+), \[", html),
-        "actions": re.findall(r"<li><strong>([a-z0-9_.-]+)</strong>:", html),
+        "flags": re.findall(r'data-flag-id="([A-Z0-9-]+)"', html),
+        "actions": re.findall(r'<li data-action-id="([A-Z0-9-]+)">', html),
         "id": (re.findall(r'id="assessment-id">([0-9a-f]{32})<', html) or [None])[0],
         "errors": re.findall(r'<p class="error" id="([^"]+)-error">', html),
     }
@@ -89,8 +93,8 @@ def test_form_grades_every_vignette_as_the_api_does(client: TestClient, vignette
             assert seen["grade_max"][title] == ("" if part["grade_max"] is None else str(part["grade_max"]))
             if part["grade_max"] is not None and (part["grade"] is None or part["grade_max"] > part["grade"]):
                 assert f"(up to {part['grade_max']}: " in seen["grade_text"][title]
-                for u in part["undetermined_by"]:
-                    assert u["input"] in seen["grade_text"][title]
+                for path in {u["input"] for u in part["undetermined_by"] if u["up_to"] > (part["grade"] or -1)}:
+                    assert html.escape(NAMES.get(path, path)) in seen["grade_text"][title], path
             else:
                 assert "up to" not in seen["grade_text"][title]
     assert seen["flags"] == [f["id"] for f in api["flags"]]
@@ -136,7 +140,7 @@ def test_missing_domains_are_shown_as_not_reported(client: TestClient) -> None:
         ({"patient.age_years": "40", "vitals.temperature": "50"}, "vitals.temperature", "Must be at most 45 °C."),
         ({"patient.age_years": "40", "vitals.temperature": "50", "vitals.temperature_unit": "f"}, "vitals.temperature", "Must be at least 77 °F."),
         ({"patient.age_years": "40", "vitals.temperature": "nan"}, "vitals.temperature", "Enter a number"),
-        ({"patient.age_years": "40", "vitals.temperature": "38,5"}, "vitals.temperature", "a point for decimals"),
+        ({"patient.age_years": "40", "vitals.temperature": "38.5.1"}, "vitals.temperature", "Enter a number"),
         ({"patient.age_years": "9", "thrombosis.alt_U_L": "1,200"}, "thrombosis.alt_U_L", "no separators"),
         ({"patient.age_years": "40", "crs.oxygen.device": "nasal_cannula"}, "crs.oxygen.flow_l_min", "flow"),
         ({"patient.age_years": "40", "crs.vasopressors": ["none", "vasopressin"]}, "crs.vasopressors", "cannot be ticked together"),
@@ -228,7 +232,8 @@ def test_an_incomplete_grade_is_shown_with_its_bound_never_bare(client: TestClie
     text = seen["grade_text"]["CRS"]
     assert text.startswith("Grade 1 (up to 4: ") and text.endswith(" not reported)")
     for path in ("crs.hypotension", "crs.oxygen"):
-        assert path in text
+        assert path not in text, "the nurse view names inputs in words"
+        assert html.escape(NAMES[path]) in text
     assert "<title>CRS grade 1 (up to 4) / ICANS - " in page
 
 
@@ -245,7 +250,10 @@ def test_not_assessable_with_a_bound_says_what_is_missing(client: TestClient) ->
               "crs.oxygen.device": "none"}
     seen = shown(post_form(client, fields).text)
     assert seen["cards"]["CRS"] == ("", "not_assessable")
-    assert seen["grade_text"]["CRS"] == "Not assessable (up to 3: crs.fever_masked not reported)"
+    assert seen["grade_text"]["CRS"] == (
+        "Not assessable (up to 3: Fever masked by treatment given for CRS (tocilizumab, a corticosteroid or an "
+        "antipyretic) not reported)"
+    )
     # answering the question the bound names settles it
     seen = shown(post_form(client, {**fields, "crs.fever_masked": "no"}).text)
     assert seen["cards"]["CRS"] == ("0", "no_crs") and "up to" not in seen["grade_text"]["CRS"]
@@ -270,9 +278,9 @@ def test_undetermined_actions_and_notes_are_shown(client: TestClient) -> None:
     first = api["undetermined_actions"][0]
     item = re.search(rf'data-action="{first["id"]}">(.*?)</li>', page, re.S)
     assert item is not None and "Could apply: " in item.group(1)
-    assert "missing " + ", ".join(first["missing"]) in item.group(1)
-    for note in api["notes"]:
-        assert f"<li>{note}</li>" in page
+    assert "missing " + html.escape(", ".join(dict.fromkeys(NAMES.get(m, m) for m in first["missing"]))) in item.group(1)
+    for note in api["notes"]:  # in plain words: no request paths
+        assert f"<li>{html.escape(Words(ENGLISH).plain(note), quote=True)}</li>" in page
     assert shown(page)["actions"] == [], "an action that could apply is not listed as one that does"
 
 

@@ -87,7 +87,8 @@ def test_an_administration_without_a_usable_time_leaves_masking_undecided() -> N
                                _admin("tocilizumab", "2026-06-01"))
     assert "fever_masked" not in assessment.get("crs", {})
     [decision] = mapping.masking_decisions
-    assert decision.masks is None and "date without time" in decision.reason and "left unreported" in decision.reason
+    assert decision.masks is None and "a date without a time" in decision.reason and "left unreported" in decision.reason
+    assert decision.reason.index("cannot be told") > 0  # the day straddles the onset at 07:00
 
 
 def test_unusable_resources_are_listed_as_ignored() -> None:
@@ -105,7 +106,7 @@ def test_unusable_resources_are_listed_as_ignored() -> None:
         medication_ref,
     )
     reasons = {i.source: i.reason for i in mapping.ignored}
-    assert "date without time" in reasons["Observation/date-only"]
+    assert "a date without a time (2026-06-01) cannot be placed inside the 4 h window" in reasons["Observation/date-only"]
     assert "before 2000" in reasons["Observation/old"]
     assert "older than 4 h" in reasons["Observation/outside"]
     assert "status 'cancelled'" in reasons["Observation/cancelled"]

@@ -1,0 +1,364 @@
+"""The bedside pages' Simplified Chinese: the catalogues are complete and current, and the pages use them.
+
+- service/locales/messages.pot is what Babel extracts from the sources now (service/babel.cfg), and
+  every string the page code hands to a translator is in it (so a call Babel's keywords miss shows);
+- the zh_CN catalogue has every msgid of the template, each with a non-empty, non-fuzzy msgstr in
+  Chinese, keeping the msgid's placeholders ({name}, %(name)d);
+- every grading criterion the form can quote (the driving rules of the CRS and ICANS rule files)
+  has our Chinese rendering in service/locales/zh_CN/criteria.yaml, made from the English it shows;
+- a zh-CN request (Accept-Language or ?lang=) gets <html lang="zh-CN"> and none of the catalogue's
+  English outside the parts that stay English (lang="en"), and English stays the default.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import re
+import string
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from babel.messages.catalog import Catalog, Message
+from babel.messages.frontend import CommandLineInterface
+from babel.messages.pofile import read_po
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.settings import ServiceSettings
+from tests.form_filling import form_fields, post_form
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE = REPO / "service"
+LOCALES = SERVICE / "locales"
+TEMPLATE = LOCALES / "messages.pot"
+ZH_PO = LOCALES / "zh_CN" / "LC_MESSAGES" / "messages.po"
+CRITERIA = LOCALES / "zh_CN" / "criteria.yaml"
+GRADING_RULE_FILES = ("rules/crs/astct-2019.yaml", "rules/crs/ctcae-v4.03.yaml", "rules/icans/astct-2019.yaml")
+UPDATE = (
+    "re-extract and update: .venv/bin/pybabel extract -F service/babel.cfg -o service/locales/messages.pot service"
+    " && .venv/bin/pybabel update -i service/locales/messages.pot -d service/locales -l zh_CN (README, 'Simplified Chinese')"
+)
+CJK = re.compile(r"[\u4e00-\u9fff]")
+# msgstrs that are rightly the same as their msgid in Chinese: abbreviations Chinese clinicians use as
+# they are, and a conversion that is only a number and a unit.
+SAME_IN_CHINESE = {"CRS", "ICANS", "= {celsius} °C"}
+
+
+def _read(path: Path) -> Catalog:
+    with path.open("rb") as handle:
+        return read_po(handle)
+
+
+def _key(message: Message) -> Any:
+    return message.id  # a str, or (singular, plural) for an ngettext entry
+
+
+def _ids(catalog: Catalog) -> set[Any]:
+    return {_key(m) for m in catalog if m.id}
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
+    """What Babel extracts from the sources now, with the project's mapping (service/babel.cfg)."""
+    out = tmp_path_factory.mktemp("pot") / "messages.pot"
+    CommandLineInterface().run(
+        ["pybabel", "-q", "extract", "-F", str(SERVICE / "babel.cfg"), "-o", str(out), "--omit-header", str(SERVICE)]
+    )
+    return _read(out)
+
+
+@pytest.fixture(scope="module")
+def zh() -> Catalog:
+    return _read(ZH_PO)
+
+
+# ---- the catalogues ----------------------------------------------------------------------------------
+
+
+def test_the_template_is_what_the_sources_hold_now(extracted: Catalog) -> None:
+    in_sources, in_template = _ids(extracted), _ids(_read(TEMPLATE))
+    assert in_sources, "nothing extracted: is service/babel.cfg read?"
+    assert sorted(map(str, in_sources - in_template)) == [], f"new text not in messages.pot: {UPDATE}"
+    assert sorted(map(str, in_template - in_sources)) == [], f"messages.pot has text the sources no longer have: {UPDATE}"
+
+
+def _literal_calls(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """The string literals the page code hands to a translator: _(), N_(), tr(), gettext(),
+    t.gettext(), tr.ngettext()/ngettext() (singular and plural)."""
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        func = node.func
+        name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        if name not in {"_", "N_", "tr", "gettext", "ngettext"}:
+            continue
+        count = 2 if name == "ngettext" else 1
+        for arg in node.args[:count]:
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                yield node.lineno, arg.value
+
+
+def test_every_string_the_code_hands_a_translator_is_extracted(extracted: Catalog) -> None:
+    """Babel finds only the keywords it is told of: a translator called under another name (tr(...))
+    would show its English in every language. This reads the code itself."""
+    known = {part for key in _ids(extracted) for part in (key if isinstance(key, tuple) else (key,))}
+    missed = [
+        f"{path.relative_to(REPO)}:{line}: {text!r}"
+        for path in sorted(SERVICE.glob("*.py"))
+        for line, text in _literal_calls(ast.parse(path.read_text(), str(path)))
+        if text not in known
+    ]
+    assert missed == [], f"marked for translation but not extracted (keywords in service/babel.cfg?): {missed}"
+
+
+def test_the_chinese_catalogue_has_every_entry_of_the_template(zh: Catalog) -> None:
+    template, chinese = _ids(_read(TEMPLATE)), _ids(zh)
+    assert sorted(map(str, template - chinese)) == [], f"not in the zh_CN catalogue: {UPDATE}"
+    assert sorted(map(str, chinese - template)) == [], f"the zh_CN catalogue has entries the template lost: {UPDATE}"
+
+
+def test_every_entry_is_translated_and_none_is_fuzzy(zh: Catalog) -> None:
+    assert not zh.fuzzy, "the zh_CN catalogue's header is marked fuzzy"
+    untranslated, fuzzy, not_chinese = [], [], []
+    for message in zh:
+        if not message.id:
+            continue
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        if not all(s and s.strip() for s in strings):
+            untranslated.append(message.id)
+        if message.fuzzy:
+            fuzzy.append(message.id)
+        if not all(CJK.search(s or "") for s in strings) and message.id not in SAME_IN_CHINESE:
+            not_chinese.append(message.id)
+    assert untranslated == []
+    assert fuzzy == [], "fuzzy entries are guesses by pybabel update: translate them and drop the flag"
+    assert not_chinese == [], "a msgstr with no Chinese in it (left in English?)"
+    assert len(zh) > 400
+
+
+def _placeholders(text: str) -> set[str]:
+    braces = {field for _, field, _, _ in string.Formatter().parse(text) if field is not None}
+    percent = set(re.findall(r"%\(\w+\)[diouxXeEfFgGcrs]", text))
+    return braces | percent
+
+
+@pytest.mark.parametrize(
+    ("english", "chinese", "right"),
+    [
+        ("grade {grade}", "{grade} 级", True),
+        ("grade {grade}", "{grad} 级", False),
+        ("{n} observations", "次观察", False),
+        ("%(num)d points", "%(num)d 分", True),
+        ("%(num)d points", "%(num)s 分", False),
+    ],
+)
+def test_the_placeholder_check_itself(english: str, chinese: str, right: bool) -> None:
+    assert (_placeholders(english) == _placeholders(chinese)) is right
+
+
+def test_placeholders_match_between_msgid_and_msgstr(zh: Catalog) -> None:
+    wrong = []
+    for message in zh:
+        if not message.id:
+            continue
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        expected = _placeholders(ids[-1]) | _placeholders(ids[0])
+        for text in strings:
+            if _placeholders(text or "") != expected:
+                wrong.append((message.id, text))
+    assert wrong == []
+
+
+def test_the_catalogue_uses_the_chinese_clinical_terms(zh: Catalog) -> None:
+    """The terms the README lists for review are the ones the pages use, spelled one way."""
+    by_id = {m.id: m.string for m in zh if m.id}
+    assert by_id["Tocilizumab"] == "托珠单抗"
+    assert by_id["Dexamethasone"] == "地塞米松"
+    assert by_id["Mechanical ventilation"] == "机械通气"
+    assert by_id["High-flow nasal cannula"] == "高流量鼻导管"
+    assert by_id["Cerebral sinus venous thrombosis"].startswith("脑静脉窦血栓形成")
+    assert "博纳吐单抗" in by_id["On blinatumomab now"]
+    assert "门冬酰胺酶" in by_id["Asparaginase product"]
+    assert by_id["Withhold {drug}"].startswith("暂停") and by_id["Stop {drug} permanently"].startswith("永久停用")
+    assert "贝林妥欧" not in "".join(str(s) for s in by_id.values())  # one name for blinatumomab throughout
+
+
+# ---- the criteria renderings --------------------------------------------------------------------------
+
+
+def _grading_rules() -> list[dict[str, Any]]:
+    return [rule for name in GRADING_RULE_FILES for rule in yaml.safe_load((REPO / name).read_text())["rules"]]
+
+
+def _digest(criterion: str) -> str:
+    return hashlib.sha256(criterion.strip().encode()).hexdigest()[:16]
+
+
+def test_every_criterion_the_form_can_quote_has_a_chinese_rendering_of_its_english() -> None:
+    """The form's "Why" list quotes the driving rules' criteria (CRS and ICANS). Each has our Chinese
+    rendering, made from the English the rule file has now: a changed criterion fails here until its
+    rendering is reviewed (and `en_sha256` set to the digest this test gives)."""
+    renderings: dict[str, dict[str, str]] = yaml.safe_load(CRITERIA.read_text())
+    rules = _grading_rules()
+    assert len(rules) > 50
+    problems = []
+    for rule in rules:
+        rendering = renderings.get(rule["id"])
+        if rendering is None:
+            problems.append(f"{rule['id']}: no rendering")
+        elif rendering.get("en_sha256") != _digest(rule["criterion"]):
+            problems.append(f"{rule['id']}: the English changed; review the rendering, then en_sha256: {_digest(rule['criterion'])}")
+        elif not CJK.search(rendering.get("zh") or ""):
+            problems.append(f"{rule['id']}: the rendering has no Chinese")
+    assert problems == []
+    assert sorted(set(renderings) - {rule["id"] for rule in rules}) == [], "renderings of rules that no longer exist"
+
+
+# ---- the pages in Chinese -----------------------------------------------------------------------------
+
+
+class _VisibleText(HTMLParser):
+    """The text of a page outside <script>, <style> and any element marked lang="en" (the parts
+    that stay in the source's English), and the values of its title, aria-label and placeholder."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[tuple[str, bool]] = []  # (tag, hidden: inside script/style/lang="en")
+        self.parts: list[str] = []
+
+    def _hidden(self) -> bool:
+        return bool(self.stack) and self.stack[-1][1]
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = dict(attrs)
+        hidden = self._hidden() or tag in {"script", "style"} or named.get("lang") == "en"
+        if not hidden:
+            self.parts += [value for key, value in attrs if key in {"title", "aria-label", "placeholder"} and value]
+        if tag not in self.VOID:
+            self.stack.append((tag, hidden))
+
+    def handle_endtag(self, tag: str) -> None:
+        for index in range(len(self.stack) - 1, -1, -1):
+            if self.stack[index][0] == tag:
+                del self.stack[index:]
+                return
+
+    def handle_data(self, data: str) -> None:
+        if not self._hidden():
+            self.parts.append(data)
+
+    @classmethod
+    def of(cls, page: str) -> str:
+        parser = cls()
+        parser.feed(page)
+        return " ".join(" ".join(parser.parts).split())
+
+
+def _english_ui_strings(zh: Catalog) -> list[str]:
+    """The catalogue's English that is whole words of UI text (3 words or more, no placeholders),
+    whose Chinese differs: what must not show on a Chinese page."""
+    out = []
+    for message in zh:
+        if message.id and isinstance(message.id, str) and message.string != message.id:
+            if not _placeholders(message.id) and len(message.id.split()) >= 3:
+                out.append(message.id)
+    return out
+
+
+def _html_lang(page: str) -> str | None:
+    found = re.search(r"<html lang=\"([^\"]+)\"", page)
+    return found.group(1) if found else None
+
+
+CASE = {  # a child with CRS 3 and ICANS 3 on blinatumomab: grades, a flag, an action and open inputs
+    "patient": {"age_years": 8},
+    "vitals": {"temperature_c": 38.6, "sbp_mmhg": 70},
+    "crs": {"fever_masked": False, "hypotension": True, "vasopressors": ["norepinephrine"],
+            "oxygen": {"device": "nasal_cannula", "flow_l_min": 4}},
+    "neuro": {"consciousness": "awakens_to_tactile", "capd_score": 12},
+    "blinatumomab": {"seizures_this_course": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('i18n') / 'audit.sqlite3'}"
+    with TestClient(create_app(ServiceSettings(database_url=url))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def pages(client: TestClient) -> dict[str, dict[str, str]]:
+    """The form, a graded result, an error round, the patients page and a course page, in English (no
+    Accept-Language) and in Chinese (Accept-Language: zh-CN)."""
+    out: dict[str, dict[str, str]] = {}
+    for language, accept in (("en", None), ("zh", "zh-CN,zh;q=0.9,en;q=0.5")):
+        client.cookies.clear()
+        client.headers.pop("Accept-Language", None)
+        if accept:
+            client.headers["Accept-Language"] = accept
+        result = post_form(client, form_fields(CASE))
+        assert result.status_code == 200, result.text[-2000:]
+        errors = post_form(client, {"vitals.temperature": "38,5,1", "vitals.sbp_mmhg": "85/50", "vitals.spo2_pct": "94%"})
+        assert errors.status_code == 422
+        out[language] = {
+            "form": client.get("/").text,
+            "result": result.text,
+            "errors": errors.text,
+            "patients": client.get("/patients").text,
+            "course": client.get("/patients/i18n-test-course").text,
+        }
+    client.headers.pop("Accept-Language", None)
+    return out
+
+
+def test_a_chinese_browser_gets_chinese_pages_and_english_stays_the_default(pages: dict[str, dict[str, str]]) -> None:
+    for name in pages["en"]:
+        assert _html_lang(pages["en"][name]) == "en", name
+        assert _html_lang(pages["zh"][name]) == "zh-CN", name
+    assert "Blank fields count as not reported, never as normal." in pages["en"]["form"]
+    assert "空白项视为未报告，绝不视为正常。" in pages["zh"]["form"]
+
+
+def test_no_english_ui_text_of_the_catalogue_is_left_on_a_chinese_page(
+    pages: dict[str, dict[str, str]], zh: Catalog
+) -> None:
+    """Every catalogue string the English page shows is gone from the Chinese one (outside the
+    rule files' English, marked lang="en"). The check is shown to see: the English pages have them."""
+    english = _english_ui_strings(zh)
+    for name in pages["en"]:
+        on_english = [s for s in english if s in _VisibleText.of(pages["en"][name])]
+        assert len(on_english) >= 3, f"{name}: the check would see nothing"
+        left = [s for s in on_english if s in _VisibleText.of(pages["zh"][name])]
+        assert left == [], f"{name} in zh-CN still shows English UI text"
+
+
+def test_lang_on_the_url_chooses_chinese_and_is_kept_for_the_next_page(client: TestClient) -> None:
+    client.cookies.clear()
+    chosen = client.get("/?lang=zh_CN")
+    assert _html_lang(chosen.text) == "zh-CN"
+    assert _html_lang(client.get("/").text) == "zh-CN"  # the cookie the switch set
+    assert _html_lang(client.get("/?lang=en").text) == "en"
+    assert _html_lang(client.get("/").text) == "en"
+    client.cookies.clear()
+    assert _html_lang(client.get("/", headers={"Accept-Language": "zh-TW"}).text) == "en"  # Traditional: not offered
+
+
+def test_a_chinese_result_quotes_the_criteria_in_english_with_our_rendering_marked_as_ours(
+    pages: dict[str, dict[str, str]],
+) -> None:
+    renderings: dict[str, dict[str, str]] = yaml.safe_load(CRITERIA.read_text())
+    rendering = renderings["crs.hypotension.one_vasopressor"]["zh"]
+    english = "Grade 3: hypotension requiring a vasopressor with or without vasopressin."
+    zh_page, en_page = pages["zh"]["result"], pages["en"]["result"]
+    assert re.search(rf'<q lang="en">{re.escape(english)}</q>', zh_page), "the criterion stays in the source's English"
+    assert rendering in zh_page and "译文（非官方）" in zh_page
+    assert rendering not in en_page and "译文" not in en_page
