@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal, NoReturn, Union
 
 import jsonschema
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from aegrade.errors import RuleFileError, SettingsError
 from aegrade.facts import CATALOGUES, FactSpec, Subject
@@ -502,6 +502,32 @@ class MaskingReasons(_RuleModel):
     evidence_level: EvidenceLevel
 
 
+class CapdAnswers(_RuleModel):
+    """How a CAPD item's answer scores: the answers in order, each item's points for them, and the
+    items that score in reverse (they ask about what a well child does). A form that asks the
+    questions in words scores them from here (service/form.py)."""
+
+    answers: list[str] = Field(min_length=2, description="Answer ids, in order (never ... always).")
+    points: list[int] = Field(min_length=2, description="Points of each answer, same order, for an item scored forward.")
+    items: int = Field(ge=1, description="How many items the instrument has.")
+    reversed_items: list[int] = Field(description="1-based numbers of the items scored in reverse (points read backwards).")
+    criterion: str
+    citation: str
+    evidence_level: EvidenceLevel
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CapdAnswers":
+        if len(self.points) != len(self.answers):
+            raise ValueError("points must give one value per answer")
+        if any(not 1 <= item <= self.items for item in self.reversed_items):
+            raise ValueError(f"reversed_items must be item numbers 1-{self.items}")
+        return self
+
+    def item_points(self, item: int) -> list[int]:
+        """Points of each answer (in `answers` order) for the 1-based `item`."""
+        return list(reversed(self.points)) if item in self.reversed_items else list(self.points)
+
+
 class FeverMasking(_RuleModel):
     """The treatments after which fever is no longer required to grade CRS (an episode's history, and
     FHIR MedicationAdministrations, set crs.fever_masked from them), by class."""
@@ -574,6 +600,7 @@ class Derivations(_RuleModel):
     oxygen_flow: OxygenFlow | None = None
     vasopressors: Vasopressors | None = None
     fever_masking: FeverMasking | None = None
+    capd_answers: CapdAnswers | None = None
 
 
 class Expectation(_RuleModel):

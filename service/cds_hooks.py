@@ -576,6 +576,17 @@ def _scale_domains(request: Request) -> dict[str, list[str]]:
     }
 
 
+def no_patient_card() -> Card:
+    """The one card of a call whose Patient prefetch is null (the client has no Patient data)."""
+    detail = (
+        "**CRS and ICANS: not graded.** The EHR sent no Patient data (prefetch `patient` is null). The service reads "
+        "the age from Patient.birthDate (it decides between ICE and CAPD for ICANS) and grades nothing without it. "
+        "This is no grade, not grade 0.\n\n_Decision support: this card informs; it orders nothing._"
+    )
+    return Card(uuid=str(uuid.uuid4()), summary="CRS and ICANS: not graded, the EHR sent no Patient data (the age is needed)",
+                detail=detail, indicator="info", source=CardSource(label="aegrade", url=ASTCT_2019), links=[ASTCT_LINK])
+
+
 def nothing_charted_card(reason: str, window_hours: float) -> Card:
     """The one card of a call whose prefetch has nothing usable in the window (nothing graded, nothing
     on record): CRS and ICANS not assessable, and why, rather than an empty answer."""
@@ -649,6 +660,13 @@ async def call_service(
         bad = non_finite({key: prefetch[key] for key in fetched}, ("fhirServer",))
         if bad:
             raise PrefetchMissing(f"prefetch {', '.join(fetched)} fetched from fhirServer holds a number that is not finite")
+    if prefetch.get("patient") is None:
+        # null: the client has no Patient data. The age decides the ICANS tool and the mapping needs it:
+        # nothing is graded, and the card says why (never silence, never a grade with a guessed age).
+        card = no_patient_card()
+        await run_in_threadpool(_store_cards, request.app.state.store, call, service_id, "", [card])
+        logger.info("cds %s %s: no Patient data in the prefetch, one info card", service_id, call.hook)
+        return JSONResponse(CdsResponse(cards=[card]).model_dump(mode="json", exclude_none=True))
     located = _located(call, prefetch)
     recorded: dict[str, Any] = {
         "cds_hook": call.hook, "hook_instance": call.hookInstance, "service": service_id, "prefetch": {**(sent.get("prefetch") or {}), **{k: prefetch[k] for k in fetched}},

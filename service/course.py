@@ -64,7 +64,7 @@ from service.errors import GradingUnavailable, IdempotencyKeyReused, StoreUnavai
 from service.form import FORM, assessment_from_form, errors_from_validation
 from service.grading import episode_job, grade_and_record
 from service.i18n import Translator, context, negotiate, translator
-from service.pages import PageCsrf, form_csrf, keys_on, signed_in, static_url
+from service.pages import PageCsrf, form_csrf, keys_on, signed_in, static_url, to_login
 from service.session import CSRF_FIELD
 from service.store import AuditStore, assessments
 
@@ -123,10 +123,6 @@ _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)
 def _allowed(request: Request) -> bool:
     """The bedside form's access: without keys, open; with keys, a session opened at /login."""
     return not keys_on(request) or signed_in(request)
-
-
-def _to_login() -> RedirectResponse:
-    return RedirectResponse("/login", status_code=303)
 
 
 def _course_url(patient_id: str) -> str:
@@ -282,7 +278,7 @@ def _unreadable(request: Request, t: Translator, patient_id: str = "") -> Respon
 async def open_course(request: Request) -> Response:
     """A page to open a patient's course by id; with ?patient_id= a redirect to it."""
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     t = translator(negotiate(request))
     patient_id = request.query_params.get("patient_id")
     if patient_id is None:
@@ -341,7 +337,7 @@ def _start_page(
 async def start_course(request: Request) -> Response:
     """From a form result: ask the patient's id and the observation time (default: when it was graded)."""
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     t = translator(negotiate(request))
     assessment_id = request.query_params.get("assessment", "")
     try:
@@ -359,7 +355,7 @@ async def start_course(request: Request) -> Response:
 @router.post("/patients/start", response_class=HTMLResponse)
 async def add_assessment_to_course(request: Request) -> Response:
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     t = translator(negotiate(request))
     csrf = form_csrf(request)
     fields = await _fields(request)
@@ -479,7 +475,7 @@ async def _course_or_failure(
 @router.get("/patients/{patient_id}", response_class=HTMLResponse)
 async def show_course(request: Request, patient_id: str) -> Response:
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     if not PATIENT_ID.match(patient_id):
         return _not_found(request, _id_error(patient_id, translator(negotiate(request))))
     return await _course_or_failure(request, patient_id, form_csrf(request))
@@ -488,7 +484,7 @@ async def show_course(request: Request, patient_id: str) -> Response:
 @router.post("/patients/{patient_id}/observations", response_class=HTMLResponse)
 async def add_observation(request: Request, patient_id: str) -> Response:
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     t = translator(negotiate(request))
     if not PATIENT_ID.match(patient_id):
         return _not_found(request, _id_error(patient_id, t))
@@ -545,7 +541,7 @@ def _number(text: str) -> float | None:
 @router.post("/patients/{patient_id}/treatments", response_class=HTMLResponse)
 async def add_treatment(request: Request, patient_id: str) -> Response:
     if not _allowed(request):
-        return _to_login()
+        return to_login(request)
     t = translator(negotiate(request))
     if not PATIENT_ID.match(patient_id):
         return _not_found(request, _id_error(patient_id, t))

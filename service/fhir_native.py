@@ -86,8 +86,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # ---- negotiation -------------------------------------------------------------------------------
 
-_FORMAT_JSON = frozenset({"json", "application/json", "application/fhir+json"})
-"""The `_format` values of FHIR JSON (FHIR R4 http.html: `_format`)."""
+_FORMAT_JSON = frozenset({"json", "application/json", "application/fhir+json", "application/json+fhir"})
+"""The `_format` values of FHIR JSON (FHIR R4 http.html: `_format`; application/json+fhir is the
+media type of DSTU2 and STU3, still sent by older clients). Parameters (fhirVersion) are ignored."""
 _OTHER_FHIR_FORMATS = frozenset(
     {"xml", "text/xml", "application/xml", "application/fhir+xml", "ttl", "text/turtle", "application/fhir+turtle", "application/x-turtle"}
 )
@@ -126,7 +127,7 @@ def negotiate(accept: str | None, format_param: str | None) -> Negotiation | Non
     """The FHIR format asked for, from `Accept` and `_format` (which overrides it); None: only a
     format this service does not produce was asked for (406)."""
     if format_param is not None:
-        if format_param.strip().lower() not in _FORMAT_JSON:
+        if format_param.split(";", 1)[0].strip().lower() not in _FORMAT_JSON:
             return None
         return Negotiation(fhir=True, media_type=FHIR_JSON)
     ranges = _accept_ranges(accept or "")

@@ -1,6 +1,7 @@
 """FHIR R4 input: POST /v1/fhir/assessments grades a Bundle; GET /v1/fhir/CodeSystem/assessment
-serves our own CodeSystem; GET /v1/fhir/metadata the CapabilityStatement (open, as FHIR servers
-keep it, so that a client can learn how to authenticate). The mapping is aegrade/fhir.py; the FHIR
+serves our own CodeSystem; GET /v1/fhir/metadata the CapabilityStatement and GET
+/v1/fhir/OperationDefinition/assessments the definition of the POST (both open, as FHIR servers keep
+them, so that a client can learn how to authenticate). The mapping is aegrade/fhir.py; the FHIR
 renderings of answers and errors (Observations, OperationOutcome) are service/fhir_native.py; this
 module is the HTTP side.
 
@@ -35,9 +36,9 @@ from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, OWN_CODES
 from aegrade.models import Assessment
 from aegrade.validation import NOTHING_TO_GRADE
 from service.fhir_native import (
+    FHIR_BUNDLE_SCHEMA,
     FHIR_JSON,
     OUTPUT_CODES,
-    FHIR_BUNDLE_SCHEMA,
     FhirResourceOut,
     Negotiation,
     OperationOutcomeOut,
@@ -53,7 +54,8 @@ from service.settings import ServiceSettings
 __all__ = ["FhirBundleIn", "example_resources", "grade_fhir", "router"]
 
 router = APIRouter(prefix="/v1")
-"""Open: the CapabilityStatement. The routes of `_keyed` (below) are included in it at the end."""
+"""Open: the CapabilityStatement and the OperationDefinition. The routes of `_keyed` (below), which
+need the API key when AEGRADE_API_KEYS is set, are included in it at the end."""
 _keyed = APIRouter(dependencies=[Depends(require_api_key)])
 MAX_ENTRIES = 500
 
@@ -197,6 +199,8 @@ async def grade_fhir(
         administrations_mask_fever=settings.fhir_administrations_mask_fever,
         fever_masking=state.engine.fever_masking,
         fever_threshold_c=fever_threshold(state.engine.primary("crs").file),
+        rulesets=state.engine.rulesets,
+        settings={ruleset.id: state.engine.settings_for(ruleset.id) for ruleset in state.engine.rulesets},
     )
     try:
         assessment: Assessment = state.engine.validate(assessment_dict)

@@ -12,8 +12,8 @@ attributions, intracranial hemorrhage, unable to perform). Yes/no questions have
 
 Answers in words (issue 17): a choice of 5 or fewer is a row of radio buttons styled as buttons
 (works without JavaScript); ICE items are buttons with their points; CAPD items are answered
-Never/Rarely/Sometimes/Often/Always, and the button posts the item's score, reversed for items 1-4
-(CAPD_ANSWERS), so the nurse answers the question as asked and the form does the scoring.
+Never/Rarely/Sometimes/Often/Always, and the button posts the item's points, reversed for items 1-4 as the
+ICANS rule file declares (derivations.capd_answers), so the nurse answers the question as asked.
 
 Forgiving numbers: a decimal comma is read when it cannot be a thousands separator ("38,5"); a
 blood pressure written "85/50", a unit typed into the field ("94%", "38.5 C") and a comma that
@@ -223,15 +223,28 @@ ICE_ITEMS = (
     FormField("neuro.ice.attention", N_("Counts back from 100 by 10"), "choice", POINTS[1], unit=N_("of 1"), group="ice"),
 )
 
-# CAPD answers (crs-icans-research.md §3.3, Traube 2014): each item is answered Never, Rarely,
-# Sometimes, Often or Always. Items 1-4 ask about something a well child does, so they score in
-# reverse (Never 4 ... Always 0); items 5-8 ask about signs of delirium (Never 0 ... Always 4). The
-# buttons post the score; the total of 0-32 is what the ICANS rule file grades (>= 9: grade 3).
-CAPD_WORDS = (N_("Never"), N_("Rarely"), N_("Sometimes"), N_("Often"), N_("Always"))
-CAPD_REVERSED = (True, True, True, True, False, False, False, False)
-CAPD_ANSWERS: tuple[tuple[tuple[str, str], ...], ...] = tuple(
-    tuple((str(4 - i if reversed_ else i), word) for i, word in enumerate(CAPD_WORDS)) for reversed_ in CAPD_REVERSED
-)
+# CAPD answers: each item is answered Never, Rarely, Sometimes, Often or Always, and the buttons post
+# the item's points. Which answer scores what, and which items score in reverse (1-4 ask about what a
+# well child does), is the ICANS rule file's `derivations.capd_answers`; the total of 0-32 is what its
+# rules grade (>= 9: grade 3). The words are ours, keyed by the rule file's answer ids.
+CAPD_WORDS = {"never": N_("Never"), "rarely": N_("Rarely"), "sometimes": N_("Sometimes"), "often": N_("Often"), "always": N_("Always")}
+
+
+def _capd_answers() -> tuple[tuple[tuple[str, str], ...], ...]:
+    declared = next(
+        (r.file.derivations.capd_answers for r in load_rulesets()
+         if r.file.subject == "icans" and r.file.status == "active" and r.file.role == "primary" and r.file.derivations.capd_answers),
+        None,
+    )
+    if declared is None:
+        raise RuntimeError("the ICANS rule file declares no derivations.capd_answers: the form cannot score CAPD answers")
+    return tuple(
+        tuple((str(points), CAPD_WORDS[answer]) for points, answer in zip(declared.item_points(item), declared.answers, strict=True))
+        for item in range(1, declared.items + 1)
+    )
+
+
+CAPD_ANSWERS = _capd_answers()
 """Per item: (score posted, answer word), in the order Never ... Always."""
 # Short labels of our own: the CAPD instrument's text and anchor points are Cornell's (spec/README.md).
 CAPD_LABELS = (
@@ -554,18 +567,18 @@ def _number_error(spec: FormField, raw: str, tr: Translator) -> str:
     pressure = _PRESSURE.fullmatch(raw)
     if pressure:
         if spec.name == "vitals.sbp_mmhg":
-            return tr("Systolic only, e.g. {systolic}: enter the upper number.").format(systolic=pressure.group(1))
+            return tr("{label}: systolic only, e.g. {systolic} (the upper number).").format(label=label, systolic=pressure.group(1))
         return tr("One number only for {label}, e.g. {first}.").format(label=label, first=pressure.group(1))
     with_unit = _WITH_UNIT.fullmatch(raw)
     if with_unit and _number(with_unit.group(1)) is not None:
         number = with_unit.group(1)
         if spec.name == "vitals.temperature":
-            return tr("Drop the unit: enter {number} and choose °C or °F with the buttons.").format(number=number)
-        return tr("Drop the unit: enter {number} (the unit is given beside the field).").format(number=number)
+            return tr("{label}: drop the unit. Enter {number} and choose °C or °F with the buttons.").format(label=label, number=number)
+        return tr("{label}: drop the unit. Enter {number} (the unit is given beside the field).").format(label=label, number=number)
     if _THOUSANDS_OR_DECIMAL.fullmatch(raw.strip()):
         whole, _, part = raw.strip().partition(",")
-        return tr("'{raw}' could be {decimal} or {thousands}: write it with a point for decimals and no separators.").format(
-            raw=shown, decimal=f"{whole}.{part}".rstrip("0").rstrip("."), thousands=whole + part
+        return tr("{label}: '{raw}' could be {decimal} or {thousands}. Write it with a point for decimals and no separators.").format(
+            label=label, raw=shown, decimal=f"{whole}.{part}".rstrip("0").rstrip("."), thousands=whole + part
         )
     if spec.kind == "integer":
         return tr("Enter a whole number for {label}, e.g. 2.").format(label=label)

@@ -29,6 +29,7 @@ import re
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -65,7 +66,7 @@ from service.wording import (
     undetermined_text,
 )
 
-__all__ = ["STATIC_DIR", "PageCsrf", "form_csrf", "keys_on", "router", "signed_in", "static_url"]
+__all__ = ["STATIC_DIR", "PageCsrf", "form_csrf", "keys_on", "router", "safe_next", "sessions_of", "signed_in", "static_url", "to_login"]
 
 logger = logging.getLogger("aegrade.service")
 
@@ -240,6 +241,31 @@ def form_csrf(request: Request) -> PageCsrf:
     return PageCsrf(request, use_session=keys_on(request))
 
 
+_NEXT = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&-]{0,500}")
+"""Where /login may send the browser after signing in: a path of this service only (it starts with
+one "/", never "//" or "/\\", which browsers read as another host), with no scheme and no host."""
+
+
+def safe_next(value: object) -> str:
+    """`value` when it is a local path _NEXT allows, else "/" (never a redirect to another site)."""
+    return value if isinstance(value, str) and _NEXT.fullmatch(value) and ".." not in value else "/"
+
+
+def to_login(request: Request) -> RedirectResponse:
+    """303 to /login, which brings the browser back to this page (path and query) once signed in: a
+    page read with GET (a refused POST goes to /login alone; what it sent is not replayed)."""
+    if request.method not in ("GET", "HEAD"):
+        return RedirectResponse("/login", status_code=303)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = "/login" if safe_next(here) in ("/", "/login") else f"/login?{urlencode({'next': safe_next(here)})}"
+    return RedirectResponse(target, status_code=303)
+
+
+def sessions_of(request: Request) -> Sessions:
+    """The app's form sessions (for pages in other modules that take the same sign-in)."""
+    return _sessions(request)
+
+
 def _to_login() -> RedirectResponse:
     return RedirectResponse("/login", status_code=303)
 
@@ -352,17 +378,20 @@ async def grade_form(request: Request) -> Response:
 # ---- sign in, sign out (AEGRADE_API_KEYS set) -----------------------------------------------------
 
 
-def _login_page(request: Request, csrf: PageCsrf, *, status: int = 200, error: str | None = None) -> Response:
-    context = {"csrf_token": csrf.token(), "error": error, **language_context(request)}
+def _login_page(
+    request: Request, csrf: PageCsrf, *, status: int = 200, error: str | None = None, next_path: str = "/"
+) -> Response:
+    context = {"csrf_token": csrf.token(), "error": error, "next_path": next_path, **language_context(request)}
     response = templates.TemplateResponse(request, "login.html", context, status_code=status)
     return remember_choice(request, csrf.finish(response))
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def show_login(request: Request) -> Response:
+    next_path = safe_next(request.query_params.get("next"))
     if not keys_on(request) or signed_in(request):
-        return RedirectResponse("/", status_code=303)
-    return _login_page(request, PageCsrf(request, use_session=False))
+        return RedirectResponse(next_path, status_code=303)
+    return _login_page(request, PageCsrf(request, use_session=False), next_path=next_path)
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -376,13 +405,14 @@ async def log_in(request: Request) -> Response:
     except Exception:
         return _login_page(request, csrf, status=400, error=tr("The form could not be read. Please try again."))
     key, token = submitted.get("key"), submitted.get(CSRF_FIELD)
+    next_path = safe_next(submitted.get("next"))
     if not isinstance(token, str) or not csrf.ok(token):
-        return _login_page(request, csrf, status=403, error=tr("The page had expired. Please enter the key again."))
+        return _login_page(request, csrf, status=403, error=tr("The page had expired. Please enter the key again."), next_path=next_path)
     settings: ServiceSettings = request.app.state.settings
     if not isinstance(key, str) or not keys_match(key.strip(), settings.api_keys):
         logger.warning("form: sign-in with a wrong key")
-        return _login_page(request, csrf, status=401, error=tr("That key is not valid."))
-    response = RedirectResponse("/", status_code=303)
+        return _login_page(request, csrf, status=401, error=tr("That key is not valid."), next_path=next_path)
+    response = RedirectResponse(next_path, status_code=303)
     _set_cookie(request, response, SESSION_COOKIE, _sessions(request).issue(key.strip()), max_age=SESSION_MAX_AGE_S)
     return response
 

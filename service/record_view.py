@@ -4,7 +4,9 @@ CDS Hooks cards link here (service/cds_hooks.py, under AEGRADE_PUBLIC_BASE_URL),
 JSON of the audit record. The page shows what the record holds: the CRS and ICANS grades with their
 bounds, the criteria that decided them, what was not reported, the flags and actions, and the inputs
 (the assessment graded, and for FHIR and CDS Hooks which resource gave which value). Plain HTML, no
-script; it reuses the bedside form's stylesheet.
+script; it reuses the bedside form's stylesheet. Its words are the bedside pages' (service/i18n.py:
+English or Simplified Chinese, by ?lang=, the form's language cookie or Accept-Language); what the
+record itself holds (criteria, notes, flag messages, action texts, field paths) stays in English.
 
 Access is the bedside form's (service/pages.py, service/session.py): open when AEGRADE_API_KEYS is
 not set; otherwise a signed-in session (GET without one redirects to /login), or the API's bearer
@@ -13,23 +15,23 @@ key for a script. The page is never cached (service/middleware.py: Cache-Control
 
 from __future__ import annotations
 
-import hashlib
 import json
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path as PathParam, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 
 from service.errors import NotFound
 from service.http import keys_match
-from service.session import SESSION_COOKIE, Sessions
+from service.i18n import ENGLISH, N_, Translator, context as language_context, remember_choice
+from service.pages import sessions_of, static_url, to_login
+from service.session import SESSION_COOKIE
 from service.settings import ServiceSettings
 from service.store import AuditStore
-from service.wording import grade_text
+from service.wording import SEVERITY_WORDS, grade_text
 
 __all__ = ["router"]
 
@@ -38,21 +40,6 @@ templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
 
 
-@cache
-def _stylesheet() -> str:
-    """The form's stylesheet, its URL carrying its content hash (as service/pages.py serves it)."""
-    digest = hashlib.sha256((HERE / "static" / "form.css").read_bytes()).hexdigest()[:12]
-    return f"/static/form.css?v={digest}"
-
-
-def _sessions(request: Request) -> Sessions:
-    """The app's Sessions, shared with the form (app.state.sessions; made as service/pages.py makes it)."""
-    sessions: Sessions | None = getattr(request.app.state, "sessions", None)
-    if sessions is None:
-        settings: ServiceSettings = request.app.state.settings
-        secret = settings.session_secret.get_secret_value().encode() if settings.session_secret else None
-        sessions = request.app.state.sessions = Sessions(secret, settings.api_keys)
-    return sessions
 
 
 def _allowed(request: Request) -> bool:
@@ -62,7 +49,7 @@ def _allowed(request: Request) -> bool:
     scheme, _, presented = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and presented and keys_match(presented.strip(), settings.api_keys):
         return True
-    return _sessions(request).valid(request.cookies.get(SESSION_COOKIE))
+    return sessions_of(request).valid(request.cookies.get(SESSION_COOKIE))
 
 
 def _value(value: Any) -> str:
@@ -82,11 +69,11 @@ def _inputs(assessment: Any, prefix: str = "") -> list[tuple[str, str]]:
     return rows
 
 
-def _domain(part: Any) -> dict[str, Any] | None:
+def _domain(part: Any, tr: Translator) -> dict[str, Any] | None:
     if not isinstance(part, dict):
         return None
     return {
-        "text": grade_text(part, capital=True),
+        "text": grade_text(part, capital=True, tr=tr),
         "status": part.get("status"),
         "ruleset": part.get("ruleset"),
         "tool": part.get("tool"),
@@ -97,18 +84,18 @@ def _domain(part: Any) -> dict[str, Any] | None:
     }
 
 
-def page_context(record: dict[str, Any]) -> dict[str, Any]:
-    """What record.html shows, from the record as GET /v1/assessments/{id} gives it."""
+def page_context(record: dict[str, Any], tr: Translator = ENGLISH) -> dict[str, Any]:
+    """What record.html shows, from the record as GET /v1/assessments/{id} gives it, worded in `tr`'s language."""
     request: dict[str, Any] = record["request"] if isinstance(record.get("request"), dict) else {}
     result: dict[str, Any] = record["result"] if isinstance(record.get("result"), dict) else {}
     assessment = request.get("assessment", request)
     mapping: dict[str, Any] = result["mapping"] if isinstance(result.get("mapping"), dict) else {}
     if "cds_hook" in request:
-        source = f"CDS Hooks {request.get('cds_hook')} call ({request.get('service')})"
+        source = tr(N_("CDS Hooks {hook} call ({service})")).format(hook=request.get("cds_hook"), service=request.get("service"))
     elif "fhir_bundle" in request:
-        source = "FHIR Bundle (POST /v1/fhir/assessments)"
+        source = tr(N_("FHIR Bundle (POST /v1/fhir/assessments)"))
     else:
-        source = "assessment (JSON, form or episode)"
+        source = tr(N_("assessment (JSON, form or episode)"))
     return {
         "id": record.get("id"),
         "created_at": record.get("created_at"),
@@ -118,8 +105,8 @@ def page_context(record: dict[str, Any]) -> dict[str, Any]:
         "error": record.get("error"),
         "source": source,
         "rulesets": [f"{r.get('id')}@{r.get('version')}" for r in record.get("rulesets") or [] if isinstance(r, dict)],
-        "crs": _domain(result.get("crs")),
-        "icans": _domain(result.get("icans")),
+        "crs": _domain(result.get("crs"), tr),
+        "icans": _domain(result.get("icans"), tr),
         "flags": [f for f in result.get("flags") or [] if isinstance(f, dict)],
         "undetermined_flags": [f for f in result.get("undetermined_flags") or [] if isinstance(f, dict)],
         "actions": [a for a in result.get("actions") or [] if isinstance(a, dict)],
@@ -128,6 +115,7 @@ def page_context(record: dict[str, Any]) -> dict[str, Any]:
         "mapped": [m for m in mapping.get("mapped") or [] if isinstance(m, dict)],
         "ignored": [i for i in mapping.get("ignored") or [] if isinstance(i, dict)],
         "value": _value,
+        "severity": lambda severity: tr(SEVERITY_WORDS.get(str(severity), str(severity))),
     }
 
 
@@ -136,7 +124,7 @@ async def show_record(
     request: Request, assessment_id: Annotated[str, PathParam(pattern=r"^[0-9a-f]{32}$")]
 ) -> Response:
     if not _allowed(request):
-        return RedirectResponse("/login", status_code=303)
+        return to_login(request)
     store: AuditStore = request.app.state.store
     record = await run_in_threadpool(store.get, assessment_id)
     if record is None:
@@ -145,5 +133,6 @@ async def show_record(
     for part in ("request", "result"):
         if isinstance(read.get(part), str):
             read[part] = json.loads(read[part])
-    context = {**page_context(read), "stylesheet": _stylesheet()}
-    return templates.TemplateResponse(request, "record.html", context)
+    language = language_context(request)
+    context = {**language, **page_context(read, language["translator"]), "stylesheet": static_url("form.css")}
+    return remember_choice(request, templates.TemplateResponse(request, "record.html", context))

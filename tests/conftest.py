@@ -126,6 +126,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if OWN_STORE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        label = getattr(item, "operation_label", None)
+        if isinstance(label, str) and not item.nodeid.endswith("]"):
+            # Schemathesis gives every operation's test the same node id; pytest-xdist tells items
+            # apart by node id, so each gets its operation in brackets, as a parametrized test would.
+            item._id = item.parent.id.child(f"{item.nodeid.rpartition('::')[2]}[{label}]")  # type: ignore[union-attr]
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

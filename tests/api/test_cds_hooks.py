@@ -205,6 +205,18 @@ def test_a_prefetch_not_sent_without_fhir_server_is_412(client: TestClient, key:
     assert key in response.json()["detail"]["message"] and "fhirServer" in response.json()["detail"]["message"]
 
 
+def test_a_null_patient_is_one_card_saying_nothing_was_graded_without_the_age(client: TestClient) -> None:
+    call = _call("V06")
+    call["prefetch"]["patient"] = None
+    response = client.post("/cds-services/aegrade-toxicity", json=call)
+    assert response.status_code == 200, response.text
+    _validate(response.json(), "response")
+    [card] = response.json()["cards"]
+    assert card["indicator"] == "info" and "no Patient data" in card["summary"] and len(card["summary"]) < 140
+    feedback = {"feedback": [{"card": card["uuid"], "outcome": "accepted", "outcomeTimestamp": datetime.now(timezone.utc).isoformat()}]}
+    assert client.post("/cds-services/aegrade-toxicity/feedback", json=feedback).json() == {"stored": 1}
+
+
 @pytest.mark.parametrize("key", ["vitals", "assessments", "medications"])
 def test_a_null_prefetch_is_no_data_not_412(client: TestClient, key: str) -> None:
     """CDS Hooks 2.0: null means the client has no such data. It is read as nothing charted (unknown,

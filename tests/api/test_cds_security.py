@@ -502,7 +502,7 @@ def test_cards_link_to_the_human_view_under_the_public_url_behind_the_forms_acce
     assert path.startswith("/assessments/") and "/v1/" not in path
     # the form's access: no session, to the sign-in page; the API key (a script) or a session opens it
     anonymous = secured.get(path, follow_redirects=False)
-    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    assert anonymous.status_code == 303 and anonymous.headers["location"].startswith("/login?next=%2Fassessments%2F")
     page = secured.get(path, headers=bearer(API_KEY))
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "<script" not in page.text and "no-store" in page.headers["cache-control"]

@@ -9,6 +9,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from html import unescape
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any
 
 import pytest
@@ -291,7 +292,7 @@ def test_with_api_keys_the_course_pages_need_the_forms_session(tmp_path: Path) -
         patient = new_patient()
         for path in ("/patients", f"/patients/{patient}", "/patients/start?assessment=" + "0" * 32):
             answer = client.get(path)
-            assert answer.status_code == 303 and answer.headers["location"] == "/login", path
+            assert answer.status_code == 303 and answer.headers["location"] == "/login?" + urlencode({"next": path}), path
         for path in (f"/patients/{patient}/observations", f"/patients/{patient}/treatments", "/patients/start"):
             answer = client.post(path, data={"observed_at": f"{DAY}T10:00", **FEVER_HYPOTENSION})
             assert answer.status_code == 303 and answer.headers["location"] == "/login", path

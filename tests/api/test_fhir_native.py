@@ -265,6 +265,17 @@ def test_service_errors_map_to_issue_types() -> None:
     assert not_ours["extension"][0]["valueCode"] == "http_502" and not_ours["issue"][0]["code"] == "exception"
 
 
+def test_every_service_error_has_an_issue_type_of_its_own() -> None:
+    """A new error of service/errors.py must be given its IssueType, not fall to the default."""
+    from service.errors import SERVICE_ERROR_CODES
+
+    answered = {code: cls for code, cls in SERVICE_ERROR_CODES.items() if code not in ("service_error", "grading_failed")}
+    for code, cls in answered.items():
+        [issue] = operation_outcome(cls.status, {"code": code, "message": "m", "detail": {"code": code, "message": "m"}})["issue"]
+        default = "exception" if cls.status >= 500 else "processing"
+        assert issue["code"] != default or code in ("internal_error",), (code, issue["code"])
+
+
 def test_a_message_is_escaped_in_the_narrative() -> None:
     body = operation_outcome(422, {"code": "c", "message": "<script>&", "detail": [{"loc": ["body"], "msg": "<b>", "type": "x"}]})
     OperationOutcome.model_validate(body)
@@ -357,6 +368,7 @@ def test_store_failure_on_the_fhir_route_is_an_operation_outcome(private_databas
         ("application/json", "json", True, FHIR_JSON),  # _format overrides Accept
         (None, "application/fhir+json", True, FHIR_JSON),
         (None, "application/json", True, FHIR_JSON),
+        (None, "application/fhir+json; fhirVersion=4.0", True, FHIR_JSON),
         ("text/html", None, False, FHIR_JSON),  # a browser: JSON, not a 406
     ],
 )

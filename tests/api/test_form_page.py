@@ -307,3 +307,42 @@ def test_the_attribution_checkboxes_are_offered_and_sent(client: TestClient) -> 
     seen = shown(post_form(client, seizure).text)
     assert seen["cards"]["ICANS"] == ("" if api["icans"]["grade"] is None else str(api["icans"]["grade"]), api["icans"]["status"])
     assert seen["cards"]["ICANS"][0] != "3", "the attributed seizure does not grade ICANS 3"
+
+
+@pytest.mark.parametrize(
+    ("asked", "goes_to"),
+    [
+        ("/assessments/" + "a" * 32, "/assessments/" + "a" * 32),
+        ("/patients/demo-1?lang=zh_CN", "/patients/demo-1?lang=zh_CN"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("/a/../../x", "/"),
+        ("javascript:alert(1)", "/"),
+        ("", "/"),
+    ],
+)
+def test_signing_in_returns_to_the_page_asked_for_on_this_site_only(asked: str, goes_to: str) -> None:
+    from service.pages import safe_next
+
+    assert safe_next(asked) == goes_to
+
+
+@pytest.mark.slow  # a service of its own
+def test_a_card_link_followed_before_signing_in_comes_back_after_it(tmp_path: Path) -> None:
+    key = "k" * 20
+    record = "/assessments/" + "b" * 32
+    settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", api_keys=[key])
+    with TestClient(create_app(settings), follow_redirects=False) as client:
+        to_login = client.get(record)
+        assert to_login.status_code == 303 and to_login.headers["location"] == "/login?next=%2Fassessments%2F" + "b" * 32
+        page = client.get(to_login.headers["location"])
+        assert f'name="next" value="{record}"' in page.text
+        signed_in = client.post("/login", data={"key": key, "csrf_token": csrf_token(page.text), "next": record})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == record
+        assert client.get("/login?next=%2F%2Fevil.example").headers["location"] == "/"  # signed in: straight on, never off-site
+    with TestClient(create_app(settings), follow_redirects=False) as stranger:
+        page = stranger.get("/login?next=%2F%2Fevil.example")
+        assert 'name="next" value="/"' in page.text
+        elsewhere = stranger.post("/login", data={"key": key, "csrf_token": csrf_token(page.text), "next": "//evil.example"})
+        assert elsewhere.status_code == 303 and elsewhere.headers["location"] == "/"

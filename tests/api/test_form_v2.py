@@ -67,12 +67,12 @@ def test_a_decimal_comma_is_read_where_it_cannot_be_a_thousands_separator(typed:
     [
         ("thrombosis.alt_U_L", "1,200", "'1,200' could be 1.2 or 1200"),
         ("thrombosis.platelets_10e9_L", "150,000", "could be 150 or 150000"),
-        ("vitals.sbp_mmhg", "85/50", "Systolic only, e.g. 85"),
+        ("vitals.sbp_mmhg", "85/50", "systolic only, e.g. 85"),
         ("vitals.map_mmhg", "85/50", "One number only for Mean arterial pressure, e.g. 85"),
-        ("vitals.spo2_pct", "94%", "Drop the unit: enter 94"),
-        ("patient.weight_kg", "24 kg", "Drop the unit: enter 24"),
-        ("vitals.temperature", "101.3F", "Drop the unit: enter 101.3 and choose °C or °F"),
-        ("vitals.temperature", "38,5 °C", "Drop the unit: enter 38,5"),
+        ("vitals.spo2_pct", "94%", "drop the unit. Enter 94"),
+        ("patient.weight_kg", "24 kg", "drop the unit. Enter 24"),
+        ("vitals.temperature", "101.3F", "drop the unit. Enter 101.3 and choose °C or °F"),
+        ("vitals.temperature", "38,5 °C", "drop the unit. Enter 38,5"),
         ("vitals.temperature", "38.5.1", "Enter a number for Temperature"),
         ("vitals.temperature", "３８", "digits 0-9 only"),
         ("blinatumomab.seizures_this_course", "1,5", "Enter a whole number"),
@@ -81,6 +81,7 @@ def test_a_decimal_comma_is_read_where_it_cannot_be_a_thousands_separator(typed:
 def test_what_cannot_be_read_gets_a_message_that_says_what_to_type(name: str, typed: str, says: str) -> None:
     parsed = parse_form({"patient.age_years": ["40"], name: [typed]})
     assert says in " ".join(parsed.errors[name]), parsed.errors
+    assert FIELDS[name].label in " ".join(parsed.errors[name]), "the message names the field"
 
 
 def test_every_error_comes_in_one_round(client: TestClient) -> None:

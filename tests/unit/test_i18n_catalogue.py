@@ -4,8 +4,9 @@
   every string the page code hands to a translator is in it (so a call Babel's keywords miss shows);
 - the zh_CN catalogue has every msgid of the template, each with a non-empty, non-fuzzy msgstr in
   Chinese, keeping the msgid's placeholders ({name}, %(name)d);
-- every grading criterion the form can quote (the driving rules of the CRS and ICANS rule files)
-  has our Chinese rendering in service/locales/zh_CN/criteria.yaml, made from the English it shows;
+- every text the form quotes from the rule files (the CRS and ICANS criteria; the flag messages and
+  label-action texts) has our Chinese rendering in service/locales/zh_CN/criteria.yaml and
+  messages.yaml, made from the English it shows, and every number of the English is in the Chinese;
 - a zh-CN request (Accept-Language or ?lang=) gets <html lang="zh-CN"> and none of the catalogue's
   English outside the parts that stay English (lang="en"), and English stays the default.
 """
@@ -37,13 +38,11 @@ SERVICE = REPO / "service"
 LOCALES = SERVICE / "locales"
 TEMPLATE = LOCALES / "messages.pot"
 ZH_PO = LOCALES / "zh_CN" / "LC_MESSAGES" / "messages.po"
-CRITERIA = LOCALES / "zh_CN" / "criteria.yaml"
-GRADING_RULE_FILES = ("rules/crs/astct-2019.yaml", "rules/crs/ctcae-v4.03.yaml", "rules/icans/astct-2019.yaml")
 UPDATE = (
     "re-extract and update: .venv/bin/pybabel extract -F service/babel.cfg -o service/locales/messages.pot service"
     " && .venv/bin/pybabel update -i service/locales/messages.pot -d service/locales -l zh_CN (README, 'Simplified Chinese')"
 )
-CJK = re.compile(r"[\u4e00-\u9fff]")
+CJK = re.compile(r"[\u4e00-\u9fff\u3000-\u303f\uff01-\uff5e]")  # Han, CJK and full-width punctuation
 # msgstrs that are rightly the same as their msgid in Chinese: abbreviations Chinese clinicians use as
 # they are, and a conversion that is only a number and a unit.
 SAME_IN_CHINESE = {"CRS", "ICANS", "= {celsius} °C"}
@@ -189,35 +188,72 @@ def test_the_catalogue_uses_the_chinese_clinical_terms(zh: Catalog) -> None:
     assert "贝林妥欧" not in "".join(str(s) for s in by_id.values())  # one name for blinatumomab throughout
 
 
-# ---- the criteria renderings --------------------------------------------------------------------------
+# ---- the renderings of the rule files' English ---------------------------------------------------------
+
+RENDERED = {  # what the form quotes from the rule files, and where our Chinese renderings of it are
+    "criterion": (("rules/crs/astct-2019.yaml", "rules/crs/ctcae-v4.03.yaml", "rules/icans/astct-2019.yaml"), "criteria.yaml"),
+    "message": (("rules/asparaginase/thrombosis-flags.yaml", "rules/blinatumomab/label-actions.yaml"), "messages.yaml"),
+}
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _grading_rules() -> list[dict[str, Any]]:
-    return [rule for name in GRADING_RULE_FILES for rule in yaml.safe_load((REPO / name).read_text())["rules"]]
+def _rules(files: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [rule for name in files for rule in yaml.safe_load((REPO / name).read_text())["rules"]]
 
 
-def _digest(criterion: str) -> str:
-    return hashlib.sha256(criterion.strip().encode()).hexdigest()[:16]
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
 
 
-def test_every_criterion_the_form_can_quote_has_a_chinese_rendering_of_its_english() -> None:
-    """The form's "Why" list quotes the driving rules' criteria (CRS and ICANS). Each has our Chinese
-    rendering, made from the English the rule file has now: a changed criterion fails here until its
-    rendering is reviewed (and `en_sha256` set to the digest this test gives)."""
-    renderings: dict[str, dict[str, str]] = yaml.safe_load(CRITERIA.read_text())
-    rules = _grading_rules()
-    assert len(rules) > 50
+def _renderings(field: str) -> dict[str, dict[str, str]]:
+    loaded: dict[str, dict[str, str]] = yaml.safe_load((LOCALES / "zh_CN" / RENDERED[field][1]).read_text())
+    return loaded
+
+
+@pytest.mark.parametrize("field", sorted(RENDERED))
+def test_every_rule_text_the_form_quotes_has_a_chinese_rendering_of_its_english(field: str) -> None:
+    """The form's "Why" list quotes the driving rules' criteria (CRS and ICANS), and its flags and
+    label actions the rules' messages. Each has our Chinese rendering, made from the English the rule
+    file has now: a changed text fails here until its rendering is reviewed (and `en_sha256` set to
+    the digest this test gives)."""
+    renderings, rules = _renderings(field), _rules(RENDERED[field][0])
+    assert len(rules) > 10
     problems = []
     for rule in rules:
         rendering = renderings.get(rule["id"])
         if rendering is None:
             problems.append(f"{rule['id']}: no rendering")
-        elif rendering.get("en_sha256") != _digest(rule["criterion"]):
-            problems.append(f"{rule['id']}: the English changed; review the rendering, then en_sha256: {_digest(rule['criterion'])}")
-        elif not CJK.search(rendering.get("zh") or ""):
+        elif rendering.get("en_sha256") != _digest(rule[field]):
+            problems.append(f"{rule['id']}: the English changed; review the rendering, then en_sha256: {_digest(rule[field])}")
+        elif not CJK.search(rendering.get("translation") or ""):
             problems.append(f"{rule['id']}: the rendering has no Chinese")
     assert problems == []
     assert sorted(set(renderings) - {rule["id"] for rule in rules}) == [], "renderings of rules that no longer exist"
+
+
+def _numbers_lost(english: str, chinese: str) -> list[str]:
+    return [n for n in NUMBER.findall(english) if n not in NUMBER.findall(chinese)]
+
+
+def test_the_number_check_itself() -> None:
+    assert _numbers_lost("dexamethasone 8 mg every 8 hours, maximum 20 mg", "地塞米松 8 mg，每 8 小时一次，最大 20 mg") == []
+    assert _numbers_lost("5 mg/m2 (maximum 8 mg)", "5 mg/m2（最大 80 mg）") == ["8"]
+    assert _numbers_lost("above 2.5 x ULN", "高于 2 × 正常值上限") == ["2.5"]
+
+
+def test_every_number_of_the_english_is_in_its_chinese() -> None:
+    """Doses, thresholds, grades, ages and times are carried over as they are: a translation that
+    loses or changes one would be a wrong instruction. (Rendering a number as a word would fail here.)"""
+    lost = []
+    for message in _read(ZH_PO):
+        if message.id:
+            ids = message.id if isinstance(message.id, tuple) else (message.id,)
+            strings = message.string if isinstance(message.string, tuple) else (message.string,)
+            lost += [(message.id, n) for text in strings for n in _numbers_lost(ids[-1], text or "")]
+    for field, (files, _) in RENDERED.items():
+        renderings = _renderings(field)
+        lost += [(rule["id"], n) for rule in _rules(files) if rule["id"] in renderings for n in _numbers_lost(rule[field], renderings[rule["id"]]["translation"])]
+    assert lost == []
 
 
 # ---- the pages in Chinese -----------------------------------------------------------------------------
@@ -239,7 +275,7 @@ class _VisibleText(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         named = dict(attrs)
-        hidden = self._hidden() or tag in {"script", "style"} or named.get("lang") == "en"
+        hidden = self._hidden() or tag in {"script", "style"} or (tag != "html" and named.get("lang") == "en")
         if not hidden:
             self.parts += [value for key, value in attrs if key in {"title", "aria-label", "placeholder"} and value]
         if tag not in self.VOID:
@@ -273,6 +309,18 @@ def _english_ui_strings(zh: Catalog) -> list[str]:
     return out
 
 
+def _rule_texts() -> set[str]:
+    """The rule files' own English that pages quote (criteria, flag messages, action texts), as a
+    page may show it (one line, without its last full stop)."""
+    texts = set()
+    for name in sorted((REPO / "rules").glob("*/*.yaml")):
+        for rule in yaml.safe_load(name.read_text()).get("rules") or []:
+            for field in ("criterion", "message"):
+                if isinstance(rule.get(field), str):
+                    texts.add(" ".join(rule[field].split()).rstrip("."))
+    return texts
+
+
 def _html_lang(page: str) -> str | None:
     found = re.search(r"<html lang=\"([^\"]+)\"", page)
     return found.group(1) if found else None
@@ -297,8 +345,8 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 @pytest.fixture(scope="module")
 def pages(client: TestClient) -> dict[str, dict[str, str]]:
-    """The form, a graded result, an error round, the patients page and a course page, in English (no
-    Accept-Language) and in Chinese (Accept-Language: zh-CN)."""
+    """The form, a graded result and its record page, an error round, the patients page and a course
+    page, in English (no Accept-Language) and in Chinese (Accept-Language: zh-CN)."""
     out: dict[str, dict[str, str]] = {}
     for language, accept in (("en", None), ("zh", "zh-CN,zh;q=0.9,en;q=0.5")):
         client.cookies.clear()
@@ -309,9 +357,12 @@ def pages(client: TestClient) -> dict[str, dict[str, str]]:
         assert result.status_code == 200, result.text[-2000:]
         errors = post_form(client, {"vitals.temperature": "38,5,1", "vitals.sbp_mmhg": "85/50", "vitals.spo2_pct": "94%"})
         assert errors.status_code == 422
+        record = re.search(r'<code id="assessment-id">([0-9a-f]{32})</code>', result.text)
+        assert record is not None, "the result names its record"
         out[language] = {
             "form": client.get("/").text,
             "result": result.text,
+            "record": client.get(f"/assessments/{record.group(1)}").text,
             "errors": errors.text,
             "patients": client.get("/patients").text,
             "course": client.get("/patients/i18n-test-course").text,
@@ -320,6 +371,7 @@ def pages(client: TestClient) -> dict[str, dict[str, str]]:
     return out
 
 
+@pytest.mark.slow  # a service with its grading process, and ten pages
 def test_a_chinese_browser_gets_chinese_pages_and_english_stays_the_default(pages: dict[str, dict[str, str]]) -> None:
     for name in pages["en"]:
         assert _html_lang(pages["en"][name]) == "en", name
@@ -328,19 +380,25 @@ def test_a_chinese_browser_gets_chinese_pages_and_english_stays_the_default(page
     assert "空白项视为未报告，绝不视为正常。" in pages["zh"]["form"]
 
 
+@pytest.mark.slow  # a service with its grading process, and ten pages
 def test_no_english_ui_text_of_the_catalogue_is_left_on_a_chinese_page(
     pages: dict[str, dict[str, str]], zh: Catalog
 ) -> None:
     """Every catalogue string the English page shows is gone from the Chinese one (outside the
     rule files' English, marked lang="en"). The check is shown to see: the English pages have them."""
     english = _english_ui_strings(zh)
+    quoted = sorted(_rule_texts(), key=len, reverse=True)
     for name in pages["en"]:
-        on_english = [s for s in english if s in _VisibleText.of(pages["en"][name])]
+        english_text, chinese_text = _VisibleText.of(pages["en"][name]), _VisibleText.of(pages["zh"][name])
+        for text in quoted:  # the rule files' English, quoted in the plain-text note too, may stay
+            chinese_text = chinese_text.replace(text, " ")
+        on_english = [s for s in english if s in english_text]
         assert len(on_english) >= 3, f"{name}: the check would see nothing"
-        left = [s for s in on_english if s in _VisibleText.of(pages["zh"][name])]
+        left = [s for s in on_english if s in chinese_text]
         assert left == [], f"{name} in zh-CN still shows English UI text"
 
 
+@pytest.mark.slow  # a service with its grading process, and ten pages
 def test_lang_on_the_url_chooses_chinese_and_is_kept_for_the_next_page(client: TestClient) -> None:
     client.cookies.clear()
     chosen = client.get("/?lang=zh_CN")
@@ -352,13 +410,18 @@ def test_lang_on_the_url_chooses_chinese_and_is_kept_for_the_next_page(client: T
     assert _html_lang(client.get("/", headers={"Accept-Language": "zh-TW"}).text) == "en"  # Traditional: not offered
 
 
+@pytest.mark.slow  # a service with its grading process, and ten pages
 def test_a_chinese_result_quotes_the_criteria_in_english_with_our_rendering_marked_as_ours(
     pages: dict[str, dict[str, str]],
 ) -> None:
-    renderings: dict[str, dict[str, str]] = yaml.safe_load(CRITERIA.read_text())
-    rendering = renderings["crs.hypotension.one_vasopressor"]["zh"]
+    rendering = _renderings("criterion")["crs.hypotension.one_vasopressor"]["translation"]
     english = "Grade 3: hypotension requiring a vasopressor with or without vasopressin."
-    zh_page, en_page = pages["zh"]["result"], pages["en"]["result"]
-    assert re.search(rf'<q lang="en">{re.escape(english)}</q>', zh_page), "the criterion stays in the source's English"
-    assert rendering in zh_page and "译文（非官方）" in zh_page
-    assert rendering not in en_page and "译文" not in en_page
+    for name in ("result", "record"):
+        zh_page, en_page = pages["zh"][name], pages["en"][name]
+        assert re.search(rf'<q lang="en">{re.escape(english)}</q>', zh_page), "the criterion stays in the source's English"
+        assert rendering in zh_page and "译文（非官方）" in zh_page, name
+        assert rendering not in en_page and "译文" not in en_page, name
+    # the flags and label actions too: the critical CSVT flag and the blinatumomab action of this case
+    messages = _renderings("message")
+    assert messages["asp.neuro_csvt_red_flag"]["translation"] in pages["zh"]["result"]
+    assert messages["blin.crs_g4_discontinue"]["translation"] in pages["zh"]["result"]

