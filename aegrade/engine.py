@@ -550,9 +550,14 @@ def reported_inputs(assessment: Assessment) -> frozenset[str]:
 
 
 def _with_input(base: Mapping[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A copy of the request form `base` with `section.field` set to `value`."""
+    """A copy of the request form `base` with `section.field` set to `value`. An object input that is
+    partly reported (an oxygen device without its flow) keeps what was reported: only its unreported
+    members take the candidate's values, so a trial never contradicts the request."""
     section, field = path.split(".", 1)
     trial = dict(base)
+    reported = (trial.get(section) or {}).get(field)
+    if isinstance(reported, Mapping) and isinstance(value, Mapping):
+        value = {**value, **reported}
     trial[section] = {**(trial.get(section) or {}), field: value}
     return trial
 

@@ -176,6 +176,8 @@ _FIELD_ISSUE_TYPES: dict[str, str] = {
     "duplicate": "business-rule",
     "finite_number": "value",
     "nul_character": "value",
+    "nesting_too_deep": "structure",
+    "number_too_large": "value",
     "fhir_invalid": "invalid",
 }
 """A field error's type -> the FHIR IssueType (http://hl7.org/fhir/issue-type). Pydantic's type and

@@ -89,8 +89,50 @@ FIELD_ERROR_CODES: dict[str, str] = {
     "fhir_input_invalid": "422: FHIR resources or a CDS Hooks call that cannot be read; each entry names the resource",
     "duplicate_key": "422: a key repeated in one JSON object; each entry's loc is the key's path",
     "nothing_to_grade": "422: no section beyond patient was sent (or mapped): the message names the sections to send",
+    "nesting_too_deep": "422: JSON nested deeper than MAX_JSON_DEPTH levels; the entry's loc is where the limit is crossed",
+    "number_too_large": "422: a number beyond a float's range (a 310-digit integer, 1e400); each loc names the number",
 }
-_SPECIFIC_TYPES = ("duplicate_key", "nothing_to_grade")
+_SPECIFIC_TYPES = ("duplicate_key", "nothing_to_grade", "nesting_too_deep", "number_too_large")
+
+
+def too_deep_at(text: str, limit: int) -> list[str | int]:
+    """The path (keys and indexes) of the first value nested deeper than `limit` in JSON `text`,
+    found by one pass over the characters with a stack, never by recursion (the text may be nested
+    deeper than the parser goes). [] when no value is that deep."""
+    path: list[str | int] = []
+    containers: list[str] = []
+    in_string = escaped = False
+    string_start = 0
+    last_string = ""
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                last_string = text[string_start:index]
+            continue
+        if char == '"':
+            in_string, string_start = True, index + 1
+        elif char in "[{":
+            if len(containers) == limit:
+                return path
+            containers.append(char)
+            path.append(0 if char == "[" else "")
+        elif char in "]}":
+            if containers:
+                containers.pop()
+                path.pop()
+        elif char == ":" and containers and containers[-1] == "{":
+            try:
+                path[-1] = json.loads(f'"{last_string}"')
+            except ValueError:
+                path[-1] = last_string
+        elif char == "," and containers and containers[-1] == "[":
+            path[-1] = int(path[-1]) + 1
+    return []
 
 
 def error_body(code: str, message: str, detail: Any) -> dict[str, Any]:
@@ -404,8 +446,12 @@ def _json_rejection(body: bytes, content_type: str) -> JSONResponse | None:
         document, out_of_range = parse_json(text, object_pairs_hook=pairs)
     except json.JSONDecodeError:
         return None  # not JSON: the route says so, as it always has
-    except RecursionError:
-        return _body_error(f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels", status=422, kind="nesting_too_deep")
+    except RecursionError:  # deeper than the parser goes: where the limit is crossed, found without recursion
+        return field_errors_response([{
+            "loc": ["body", *too_deep_at(text, MAX_JSON_DEPTH)],
+            "msg": f"the JSON is nested deeper than {MAX_JSON_DEPTH} levels",
+            "type": "nesting_too_deep",
+        }])
     except ValueError as exc:  # not expected (numbers are read by parse_json's hooks): never a 500
         return _body_error(f"the JSON cannot be read: {str(exc)[:120]}")
     unreadable = json_structure_errors(document, out_of_range)

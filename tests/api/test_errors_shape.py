@@ -1,9 +1,12 @@
-"""One error shape: every answer that is not 2xx is {"code", "message", "detail"} (README: Errors).
+"""One error shape: every answer that is not 2xx is {"code", "message", "detail"} (README: Errors),
+but on /v1/fhir/*, where it is the same error as a FHIR OperationOutcome (service/fhir_native.py).
 
 `detail` stays what v1 answered: {"code", "message"} for a problem, the list of {loc, msg, type}
-for the per-field errors (400 json_invalid, 422). Also here: malformed ids are 404, a JSON syntax
-error names its line and column, a request with nothing to grade is refused and not stored, and
-every request example of the OpenAPI document is valid and grades.
+for the per-field errors (400 json_invalid, 422). The OperationOutcome carries the same: the code in
+its error-code extension, the message as its narrative, one issue per field (tests/api/error_bodies.py
+reads both). Also here: malformed ids are 404, a JSON syntax error names its line and column, a
+request with nothing to grade is refused and not stored (a CDS call with nothing usable answers one
+info card saying so), and every request example of the OpenAPI document is valid and grades.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from service.app import create_app
 from service.settings import ServiceSettings
+from tests.api.error_bodies import error_code, error_message, field_errors, is_outcome, problem, where
 
 REQUEST = {"patient": {"age_years": 40}, "vitals": {"temperature_c": 38.5}}
 ONLY_PATIENT = {"patient": {"age_years": 7}}
@@ -24,17 +28,17 @@ SECTIONS = ("vitals", "crs", "neuro", "thrombosis", "blinatumomab")
 
 
 def _shaped(response: Any, status: int, code: str | None = None) -> dict[str, Any]:
-    """The body, checked against the one shape; `code` when given."""
+    """The body, checked against the one shape (an OperationOutcome on /v1/fhir/*, our body
+    elsewhere, nothing else); `code` when given."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"code", "message", "detail"}, body
-    assert isinstance(body["code"], str) and body["code"] and isinstance(body["message"], str) and body["message"]
-    if isinstance(body["detail"], dict):
-        assert body["detail"] == {"code": body["code"], "message": body["message"]}
+    assert is_outcome(body) == response.request.url.path.startswith("/v1/fhir/"), body
+    if status in (400, 422):
+        field_errors(response)
     else:
-        assert body["detail"] and all(set(e) == {"loc", "msg", "type"} for e in body["detail"]), body
+        problem(response)
     if code is not None:
-        assert body["code"] == code, body
+        assert error_code(response) == code, body
     return body  # type: ignore[no-any-return]
 
 
@@ -55,6 +59,9 @@ def test_every_kind_of_error_has_the_one_shape(client: TestClient, locked: TestC
     duplicate = b'{"patient": {"age_years": 40, "age_years": 41}, "vitals": {}}'
     _shaped(client.post("/v1/assessments", content=duplicate, headers=json_headers), 422, "duplicate_key")
     _shaped(client.post("/v1/fhir/assessments", json={"resourceType": "Bundle", "type": "collection", "entry": []}), 422)
+    _shaped(client.post("/v1/fhir/assessments", content=b"{", headers=json_headers), 400, "json_invalid")
+    _shaped(client.get("/v1/fhir/no/such/route"), 404, "not_found")
+    _shaped(client.post("/v1/fhir/assessments", content=b"{}", headers={**json_headers, "content-encoding": "gzip"}), 415)
     _shaped(client.get("/v1/assessments/" + "0" * 32), 404, "not_found")
     _shaped(client.get("/no/such/route"), 404, "not_found")
     _shaped(client.delete("/v1/rulesets"), 405, "method_not_allowed")
@@ -118,10 +125,11 @@ def test_a_json_syntax_error_names_the_line_the_column_and_what_was_expected(
     text = b'{\n  "patient": {"age_years": 40},\n  "vitals": {"temperature_c": 38.5,}\n}'
     response = client.post(route, content=text, headers={"content-type": "application/json", **extra})
     body = _shaped(response, 400, "json_invalid")
-    [entry] = body["detail"]
-    assert entry["type"] == "json_invalid" and entry["loc"] == ["body", 69]
     expected = "JSON syntax error at line 3, column 36 (character 69): Expecting property name enclosed in double quotes"
-    assert entry["msg"] == expected and body["message"] == expected
+    # a character offset is no path in the body: an OperationOutcome's issue has no expression then
+    offset = None if is_outcome(body) else ["body", 69]
+    assert field_errors(body) == [("json_invalid", offset, expected)]
+    assert error_message(body) == expected
 
 
 def _count(url: str, marker: str) -> int:
@@ -167,10 +175,14 @@ def test_a_bundle_that_maps_to_nothing_is_422_nothing_to_grade(client: TestClien
         "entry": [{"resource": {"resourceType": "Patient", "id": "p", "birthDate": "1990-03-15"}}, {"resource": stale}],
     }
     body = _shaped(client.post("/v1/fhir/assessments", json=bundle), 422, "nothing_to_grade")
-    assert body["detail"][0]["loc"] == ["body"] and "vitals" in body["message"]
+    [(kind, named, msg)] = field_errors(body)
+    assert kind == "nothing_to_grade" and named == where(body, ["body"]) == "Bundle"
+    assert all(section in msg for section in SECTIONS) and "vitals" in error_message(body)
 
 
-def test_a_cds_call_with_nothing_usable_answers_no_cards_and_stores_nothing(client: TestClient, shared_database_url: str) -> None:
+def test_a_cds_call_with_nothing_usable_answers_one_info_card_saying_so_and_stores_nothing(
+    client: TestClient, shared_database_url: str
+) -> None:
     hook_instance = f"empty-{uuid.uuid4().hex}"
     empty = {"resourceType": "Bundle", "type": "searchset", "entry": []}
     call = {
@@ -181,8 +193,10 @@ def test_a_cds_call_with_nothing_usable_answers_no_cards_and_stores_nothing(clie
                      "vitals": empty, "assessments": empty, "medications": empty},
     }
     response = client.post("/cds-services/aegrade-toxicity", json=call)
-    assert response.status_code == 200 and response.json() == {"cards": []}
-    assert _count(shared_database_url, hook_instance) == 0
+    cards = response.json()["cards"]
+    assert response.status_code == 200 and [c["summary"] for c in cards] == ["CRS and ICANS: not assessable, no usable observation in the last 4 h"]
+    assert cards[0]["indicator"] == "info"
+    assert _count(shared_database_url, hook_instance) == 0  # not graded: no assessment stored
 
 
 def _examples(document: dict[str, Any], path: str) -> list[dict[str, Any]]:

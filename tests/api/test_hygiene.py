@@ -1,6 +1,9 @@
 """Hardening against a real uvicorn (tests/api/server.py): bodies and their encodings on every POST
 route, the body read timeout, security headers, Cache-Control, HEAD on every GET route, and the form's
-CSRF token."""
+CSRF token.
+
+Errors are read with tests/api/error_bodies.py: /v1/fhir/* answers them as OperationOutcomes, every
+other route as our body {code, message, detail}; each check holds in both."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.api.error_bodies import error_code, field_errors, problem, where
 from tests.api.server import Server
 from tests.form_filling import csrf_token
 
@@ -53,18 +57,6 @@ def json_routes(http: httpx.Client) -> list[str]:
     return routes
 
 
-def problem(response: httpx.Response) -> dict[str, Any]:
-    detail = response.json()["detail"]
-    assert isinstance(detail, dict) and set(detail) == {"code", "message"}, detail
-    return detail
-
-
-def field_errors(response: httpx.Response) -> list[dict[str, Any]]:
-    detail = response.json()["detail"]
-    assert isinstance(detail, list) and detail and all(set(d) == {"loc", "msg", "type"} for d in detail), detail
-    return detail
-
-
 # ---- A. bodies and encodings ---------------------------------------------------------------------
 
 
@@ -97,7 +89,7 @@ def test_a_body_that_does_not_arrive_is_408_on_every_post_route(server: Server, 
         assert received.startswith(b"HTTP/1.1 408 "), (route, received[:200])
         assert waited < BODY_TIMEOUT_S + 5, (route, waited)
         body = json.loads(received.split(b"\r\n\r\n", 1)[1])
-        assert body["detail"]["code"] == "body_timeout", route
+        assert problem(body)["code"] == "body_timeout", route
         assert b"connection: close" in received.lower()
     assert http.get("/healthz").status_code == 200  # and the service still answers
 
@@ -121,8 +113,9 @@ def test_json_is_utf8_without_bom_on_every_json_route(http: httpx.Client, encode
         for content_type in ("application/json", "application/fhir+json"):
             response = http.post(route, content=encoded, headers={"content-type": content_type})
             assert response.status_code == 400, (route, response.text)
-            error = field_errors(response)[0]
-            assert error["type"] == "json_invalid" and words in error["msg"], (route, error)
+            [error] = field_errors(response)
+            assert error.type == "json_invalid" and words in error.msg, (route, error)
+            assert error.where == where(response, ["body"]), (route, error)  # the body as a whole
 
 
 def test_a_declared_charset_other_than_utf8_is_415(http: httpx.Client) -> None:
@@ -154,27 +147,66 @@ def test_a_declared_charset_other_than_utf8_is_415(http: httpx.Client) -> None:
 def test_a_repeated_key_is_422_naming_its_path(http: httpx.Client, route: str, raw: str, loc: list[Any]) -> None:
     response = http.post(route, content=raw, headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
-    assert {"loc": loc, "type": "duplicate_key"} in [{"loc": e["loc"], "type": e["type"]} for e in field_errors(response)]
+    assert error_code(response) == "duplicate_key"
+    assert ("duplicate_key", where(response, loc)) in [(e.type, e.where) for e in field_errors(response)], response.text
 
 
 def test_repeated_keys_on_the_cds_routes_too(http: httpx.Client) -> None:
     for service_id in cds_ids(http):
         for route in (f"/cds-services/{service_id}", f"/cds-services/{service_id}/feedback"):
             response = http.post(route, content='{"hook": "a", "hook": "b"}', headers={"content-type": "application/json"})
-            assert response.status_code == 422 and field_errors(response)[0]["loc"] == ["body", "hook"], route
+            assert response.status_code == 422 and field_errors(response)[0].where == ["body", "hook"], route
+
+
+MAX_JSON_DEPTH = 64  # service/http.py; written here again so that a changed limit is noticed
+
+
+def _nested_in(key: str, depth: int, inner: bytes = b"1") -> bytes:
+    """{key: [[...inner...]]}: one object and `depth - 1` arrays, `depth` levels in all."""
+    return b'{"' + key.encode() + b'": ' + b"[" * (depth - 1) + inner + b"]" * (depth - 1) + b"}"
 
 
 @pytest.mark.parametrize(
-    "raw",
-    [b"[" * 30_000 + b"]" * 30_000, b'{"a":' * 6_000 + b"1" + b"}" * 6_000, b'{"patient": {"age_years": ' + b"9" * 5_000 + b"}}",
-     b'{"patient": {"age_years": 1e999999}}', b'{"patient": {"age_years": -' + b"1" * 10_000 + b"}}"],
-    ids=["deep-arrays", "deep-objects", "huge-int", "huge-exponent", "huge-negative"],
+    ("raw", "kind", "loc"),
+    [
+        pytest.param(b"[" * 30_000 + b"]" * 30_000, "nesting_too_deep", ["body", *[0] * MAX_JSON_DEPTH],
+                     id="deep-arrays"),
+        pytest.param(b'{"a":' * 6_000 + b"1" + b"}" * 6_000, "nesting_too_deep", ["body", *["a"] * MAX_JSON_DEPTH],
+                     id="deep-objects"),
+        pytest.param(b'{"a":' * 100 + b"1" + b"}" * 100, "nesting_too_deep", ["body", *["a"] * MAX_JSON_DEPTH], id="objects-100"),
+        pytest.param(_nested_in("a", 100), "nesting_too_deep", ["body", "a", *[0] * (MAX_JSON_DEPTH - 1)], id="arrays-100"),
+        pytest.param(b'{"patient": {"age_years": ' + b"9" * 5_000 + b"}}", "number_too_large", ["body", "patient", "age_years"],
+                     id="huge-int"),
+        pytest.param(b'{"patient": {"age_years": 1e999999}}', "number_too_large", ["body", "patient", "age_years"], id="huge-exponent"),
+        pytest.param(b'{"patient": {"age_years": -' + b"1" * 10_000 + b"}}", "number_too_large", ["body", "patient", "age_years"],
+                     id="huge-negative"),
+    ],
 )
-def test_deep_nesting_and_huge_numbers_are_4xx_never_500(http: httpx.Client, raw: bytes) -> None:
+def test_deep_nesting_and_huge_numbers_are_422_naming_where_never_500(http: httpx.Client, raw: bytes, kind: str, loc: list[Any]) -> None:
     for route in json_routes(http):
         response = http.post(route, content=raw, headers={"content-type": "application/json"})
-        assert response.status_code in (400, 422), (route, response.status_code, response.text[:300])
-        field_errors(response)
+        assert response.status_code == 422, (route, response.status_code, response.text[:300])
+        [error] = field_errors(response)
+        assert error.type == kind, (route, error)
+        assert error.where == where(response, loc), (route, error.where, response.text[:300])
+
+
+@pytest.mark.parametrize(("depth", "refused"), [(MAX_JSON_DEPTH - 1, False), (MAX_JSON_DEPTH, False), (MAX_JSON_DEPTH + 1, True)])
+def test_nesting_up_to_the_limit_is_read_and_one_deeper_is_refused_on_every_json_route(
+    http: httpx.Client, depth: int, refused: bool
+) -> None:
+    """The limit is the same on every JSON route: at it, the route reads the body (and answers for
+    what it says: "a" is no field of any route); one deeper, 422 nesting_too_deep naming where."""
+    for route in json_routes(http):
+        response = http.post(route, content=_nested_in("a", depth), headers={"content-type": "application/json"})
+        assert response.status_code in (200, 400, 422), (route, response.status_code, response.text[:300])
+        kinds = [e.type for e in field_errors(response)] if response.status_code != 200 else []
+        if not refused:
+            assert "nesting_too_deep" not in kinds, (route, response.text[:300])
+            continue
+        [error] = field_errors(response)
+        assert response.status_code == 422 and error.type == "nesting_too_deep", (route, error)
+        assert error.where == where(response, ["body", "a", *[0] * (MAX_JSON_DEPTH - 1)]), (route, error)
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "br", "identity, gzip", "x-unknown"])
@@ -197,7 +229,7 @@ def test_bodies_reach_the_routes_unchanged(http: httpx.Client) -> None:
     assert http.post("/v1/patients/p-unchanged/observations", json=OBSERVATION).status_code == 200
     # invalid JSON is still the route's 400, as before
     broken = http.post("/v1/assessments", content=b'{"patient": ', headers={"content-type": "application/json"})
-    assert broken.status_code == 400 and field_errors(broken)[0]["type"] == "json_invalid"
+    assert broken.status_code == 400 and field_errors(broken)[0].type == "json_invalid"
 
 
 # ---- C. headers, caching, HEAD -------------------------------------------------------------------

@@ -182,3 +182,13 @@ def test_memory_stays_bounded_over_many_evaluations(engine: aegrade.Engine) -> N
     for _ in range(20000):
         engine.assess(REQUEST)
     assert rss_kib() - before < 5 * 1024
+
+
+def test_a_partly_reported_oxygen_object_is_tried_with_what_was_reported() -> None:
+    """A facemask without its flow: the trials for `crs.oxygen` keep the facemask and vary only the
+    flow. (They once replaced the device too, so a ventilator made `up_to` 4 above grade_max 3.)
+    Found by test_every_valid_input_gets_a_grade_in_range_or_a_documented_null."""
+    result = aegrade.Engine().assess({"patient": {"age_years": 0.0667}, "crs": {"hypotension": False, "oxygen": {"device": "simple_facemask"}}})
+    assert result.crs is not None and result.crs.grade_max == 3
+    assert all(u.up_to <= 3 for u in result.crs.undetermined_by), result.crs.undetermined_by
+    assert "crs.oxygen" not in {u.input for u in result.crs.undetermined_by}  # no flow changes a facemask's grade 3

@@ -57,6 +57,13 @@ def _key(message: Message) -> Any:
     return message.id  # a str, or (singular, plural) for an ngettext entry
 
 
+def _texts(message: Message) -> tuple[list[str], list[str]]:
+    """A message's msgids (singular, plural) and msgstrs, as lists of text ("" for none)."""
+    ids = message.id if isinstance(message.id, (tuple, list)) else [message.id]
+    strings = message.string if isinstance(message.string, (tuple, list)) else [message.string]
+    return [str(i or "") for i in ids], [str(s or "") for s in strings]
+
+
 def _ids(catalog: Catalog) -> set[Any]:
     return {_key(m) for m in catalog if m.id}
 
@@ -65,7 +72,7 @@ def _ids(catalog: Catalog) -> set[Any]:
 def extracted(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     """What Babel extracts from the sources now, with the project's mapping (service/babel.cfg)."""
     out = tmp_path_factory.mktemp("pot") / "messages.pot"
-    CommandLineInterface().run(
+    CommandLineInterface().run(  # type: ignore[no-untyped-call]
         ["pybabel", "-q", "extract", "-F", str(SERVICE / "babel.cfg"), "-o", str(out), "--omit-header", str(SERVICE)]
     )
     return _read(out)
@@ -127,12 +134,12 @@ def test_every_entry_is_translated_and_none_is_fuzzy(zh: Catalog) -> None:
     for message in zh:
         if not message.id:
             continue
-        strings = message.string if isinstance(message.string, tuple) else (message.string,)
-        if not all(s and s.strip() for s in strings):
+        strings = _texts(message)[1]
+        if not all(s.strip() for s in strings):
             untranslated.append(message.id)
         if message.fuzzy:
             fuzzy.append(message.id)
-        if not all(CJK.search(s or "") for s in strings) and message.id not in SAME_IN_CHINESE:
+        if not all(CJK.search(s) for s in strings) and message.id not in SAME_IN_CHINESE:
             not_chinese.append(message.id)
     assert untranslated == []
     assert fuzzy == [], "fuzzy entries are guesses by pybabel update: translate them and drop the flag"
@@ -165,18 +172,17 @@ def test_placeholders_match_between_msgid_and_msgstr(zh: Catalog) -> None:
     for message in zh:
         if not message.id:
             continue
-        ids = message.id if isinstance(message.id, tuple) else (message.id,)
-        strings = message.string if isinstance(message.string, tuple) else (message.string,)
+        ids, strings = _texts(message)
         expected = _placeholders(ids[-1]) | _placeholders(ids[0])
         for text in strings:
-            if _placeholders(text or "") != expected:
+            if _placeholders(text) != expected:
                 wrong.append((message.id, text))
     assert wrong == []
 
 
 def test_the_catalogue_uses_the_chinese_clinical_terms(zh: Catalog) -> None:
     """The terms the README lists for review are the ones the pages use, spelled one way."""
-    by_id = {m.id: m.string for m in zh if m.id}
+    by_id = {m.id: _texts(m)[1][0] for m in zh if isinstance(m.id, str) and m.id}
     assert by_id["Tocilizumab"] == "托珠单抗"
     assert by_id["Dexamethasone"] == "地塞米松"
     assert by_id["Mechanical ventilation"] == "机械通气"
@@ -247,9 +253,8 @@ def test_every_number_of_the_english_is_in_its_chinese() -> None:
     lost = []
     for message in _read(ZH_PO):
         if message.id:
-            ids = message.id if isinstance(message.id, tuple) else (message.id,)
-            strings = message.string if isinstance(message.string, tuple) else (message.string,)
-            lost += [(message.id, n) for text in strings for n in _numbers_lost(ids[-1], text or "")]
+            ids, strings = _texts(message)
+            lost += [(message.id, n) for text in strings for n in _numbers_lost(ids[-1], text)]
     for field, (files, _) in RENDERED.items():
         renderings = _renderings(field)
         lost += [(rule["id"], n) for rule in _rules(files) if rule["id"] in renderings for n in _numbers_lost(rule[field], renderings[rule["id"]]["translation"])]
