@@ -31,6 +31,7 @@ import logging
 import re
 import secrets
 import typing
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ from service.episodes import PATIENT_ID_PATTERN, EpisodeStore
 from service.errors import GradingUnavailable, IdempotencyKeyReused, StoreUnavailable
 from service.form import FORM, assessment_from_form, errors_from_validation
 from service.grading import episode_job, grade_and_record
-from service.i18n import Translator, context, negotiate, translator
+from service.i18n import N_, Translator, context, negotiate, translator
 from service.pages import PageCsrf, form_csrf, keys_on, signed_in, static_url, to_login
 from service.session import CSRF_FIELD
 from service.store import AuditStore, assessments
@@ -81,6 +82,7 @@ router = APIRouter(include_in_schema=False)
 PATIENT_ID = re.compile(PATIENT_ID_PATTERN)
 ASSESSMENT_ID = re.compile(r"^[0-9a-f]{32}$")
 SUBMISSION_FIELD = "submission"
+_NOT_VERIFIED = N_("The form could not be verified (it may be from an old page). Check it and send it again.")
 SUBMISSION = re.compile(r"^[0-9a-f]{32}$")
 OBSERVED_AT_FIELD = "observed_at"
 
@@ -374,7 +376,7 @@ async def add_assessment_to_course(request: Request) -> Response:
     if not csrf.ok(token or None):
         return _start_page(
             request, csrf, assessment_id, values=values, errors={}, status=403,
-            failure=t.gettext("The form could not be verified (it may be from an old page). Check it and send it again."),
+            failure=t.gettext(_NOT_VERIFIED),
         )
     errors: dict[str, str] = {}
     if not PATIENT_ID.match(values["patient_id"]):
@@ -481,8 +483,20 @@ async def show_course(request: Request, patient_id: str) -> Response:
     return await _course_or_failure(request, patient_id, form_csrf(request))
 
 
-@router.post("/patients/{patient_id}/observations", response_class=HTMLResponse)
-async def add_observation(request: Request, patient_id: str) -> Response:
+@dataclass(frozen=True)
+class _Posted:
+    """A course form as posted: its language, CSRF check, fields and submission key."""
+
+    t: Translator
+    csrf: PageCsrf
+    fields: dict[str, list[str]]
+    key: str | None
+    verified: bool
+
+
+async def _posted(request: Request, patient_id: str) -> Response | _Posted:
+    """What every course POST does first: the access check (to /login), the patient id (404), the
+    body (400 when it cannot be read); then the form, with whether its CSRF token holds."""
     if not _allowed(request):
         return to_login(request)
     t = translator(negotiate(request))
@@ -494,15 +508,21 @@ async def add_observation(request: Request, patient_id: str) -> Response:
         return await _course_or_failure(
             request, patient_id, csrf, status=400, failure=t.gettext("The form could not be read. Please submit it again.")
         )
-    token = _one(fields, CSRF_FIELD)
-    key = _submission_key(fields)
+    return _Posted(t, csrf, fields, _submission_key(fields), csrf.ok(_one(fields, CSRF_FIELD) or None))
+
+
+@router.post("/patients/{patient_id}/observations", response_class=HTMLResponse)
+async def add_observation(request: Request, patient_id: str) -> Response:
+    posted = await _posted(request, patient_id)
+    if isinstance(posted, Response):
+        return posted
+    t, csrf, fields, key = posted.t, posted.csrf, posted.fields, posted.key
     when = _one(fields, OBSERVED_AT_FIELD)
     shown = {k: v for k, v in fields.items()}
     shown[OBSERVED_AT_FIELD] = [when]
-    if not csrf.ok(token or None):
+    if not posted.verified:
         return await _course_or_failure(
-            request, patient_id, csrf, status=403, observation=(shown, {}),
-            failure=t.gettext("The form could not be verified (it may be from an old page). Check it and send it again."),
+            request, patient_id, csrf, status=403, observation=(shown, {}), failure=t.gettext(_NOT_VERIFIED),
         )
     errors: dict[str, list[str]] = {}
     observed_at, time_error = _time(when, t)
@@ -540,24 +560,14 @@ def _number(text: str) -> float | None:
 
 @router.post("/patients/{patient_id}/treatments", response_class=HTMLResponse)
 async def add_treatment(request: Request, patient_id: str) -> Response:
-    if not _allowed(request):
-        return to_login(request)
-    t = translator(negotiate(request))
-    if not PATIENT_ID.match(patient_id):
-        return _not_found(request, _id_error(patient_id, t))
-    csrf = form_csrf(request)
-    fields = await _fields(request)
-    if fields is None:
-        return await _course_or_failure(
-            request, patient_id, csrf, status=400, failure=t.gettext("The form could not be read. Please submit it again.")
-        )
-    token = _one(fields, CSRF_FIELD)
-    key = _submission_key(fields)
+    posted = await _posted(request, patient_id)
+    if isinstance(posted, Response):
+        return posted
+    t, csrf, fields, key = posted.t, posted.csrf, posted.fields, posted.key
     values = {name: _one(fields, name) for name in ("agent", "administered_at", "dose_mg", "dose_unit")}
-    if not csrf.ok(token or None):
+    if not posted.verified:
         return await _course_or_failure(
-            request, patient_id, csrf, status=403, treatment=(values, {}),
-            failure=t.gettext("The form could not be verified (it may be from an old page). Check it and send it again."),
+            request, patient_id, csrf, status=403, treatment=(values, {}), failure=t.gettext(_NOT_VERIFIED),
         )
     errors: dict[str, str] = {}
     if values["agent"] not in AGENTS:
