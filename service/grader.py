@@ -151,6 +151,12 @@ class Grader:
     def restarts(self) -> int:
         return sum(worker.restarts for worker in self.workers)
 
+    @property
+    def can_grade(self) -> bool:
+        """False while no grading process is ready and the latest attempt to start one failed: the
+        service cannot grade until a retry succeeds (a process being replaced normally is True)."""
+        return any(worker.ready.is_set() or not worker.start_failed for worker in self.workers)
+
     def launch(self) -> None:
         """Start every grading process (they build their engines meanwhile)."""
         for worker in self.workers:
@@ -227,6 +233,7 @@ class _Worker:
         self.pending: dict[int, asyncio.Future[Reply]] = {}
         self.ready = asyncio.Event()
         self.restarts = 0
+        self.start_failed = False  # the latest attempt to (re)start this process failed
         self.last_reply_at = 0.0  # time.monotonic() of the latest reply frame
         self._launched: socket.socket | None = None  # our end of a launched process's socketpair
         self._writer: asyncio.StreamWriter | None = None
@@ -333,8 +340,10 @@ class _Worker:
         while not self.grader.closing:
             try:
                 await self.start()
+                self.start_failed = False
                 return
             except Exception as exc:  # noqa: BLE001 - whatever stopped it, try again: never leave no process
+                self.start_failed = True
                 logger.error("the grading process could not be restarted (%s); trying again in 5 s", type(exc).__name__)
                 await asyncio.sleep(5)
 

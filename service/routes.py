@@ -219,16 +219,23 @@ def list_rulesets(engine: EngineDep) -> list[RulesetInfo]:
     ]
 
 
-@router.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "The audit store is unreachable."}})
-async def health(store: StoreDep) -> JSONResponse:
-    """200 once the rule sets are loaded (the service does not start otherwise) and the store answers.
+@router.get("/healthz", response_model=Health, responses={503: {"model": Health, "description": "The audit store is unreachable, or no grading process runs and none could be started."}})
+async def health(store: StoreDep, request: Request) -> JSONResponse:
+    """200 once the rule sets are loaded (the service does not start otherwise), the store answers
+    and a grading process runs (or is being replaced); 503 naming what is unavailable.
 
-    The store is pinged at most every HEALTH_PING_S seconds; a commit in that time counts as an answer."""
-    ok = store.recently_ok(within_s=HEALTH_PING_S)
-    if ok is None:
-        ok = await _ping(store)
+    The store is pinged at most every HEALTH_PING_S seconds; a commit in that time counts as an answer.
+    Grading is unavailable while no grading process is ready and the latest start failed (it is
+    retried every 5 s): the service would answer every grade with 503."""
+    stored = store.recently_ok(within_s=HEALTH_PING_S)
+    if stored is None:
+        stored = await _ping(store)
+    grader = getattr(request.app.state, "grader", None)
+    grading = grader is None or grader.can_grade
+    ok = stored and grading
     return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "store": "ok" if ok else "unavailable"}, status_code=200 if ok else 503
+        {"status": "ok" if ok else "unavailable", "store": "ok" if stored else "unavailable", "grading": "ok" if grading else "unavailable"},
+        status_code=200 if ok else 503,
     )
 
 

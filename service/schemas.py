@@ -112,3 +112,4 @@ class RulesetInfo(_Out):
 class Health(_Out):
     status: Literal["ok", "unavailable"]
     store: Literal["ok", "unavailable"]
+    grading: Literal["ok", "unavailable"] = "ok"  # unavailable: no grading process runs and none could be started

@@ -66,7 +66,7 @@ def test_rulesets_and_health(client: TestClient) -> None:
     by_id = {r["id"]: r for r in rulesets}
     assert by_id["astct-crs"]["rule_count"] == len(aegrade.default_engine()._runners["crs"].ruleset.rules)
     assert by_id["astct-icans"]["settings"]["capd_age_cutoff_years"] == 12.0
-    assert client.get("/healthz").json() == {"status": "ok", "store": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "store": "ok", "grading": "ok"}
 
 
 # ---- 400, 413, 422 -------------------------------------------------------------------------------
@@ -179,7 +179,7 @@ def test_store_failure_is_503_and_no_grade(private_database_url: str) -> None:
             "detail": {"code": "store_unavailable", "message": "the audit store cannot be written: no grade was given"},
         }
         health = client.get("/healthz")  # the store answers, but the last write failed: not healthy
-        assert health.status_code == 503 and health.json() == {"status": "unavailable", "store": "unavailable"}
+        assert health.status_code == 503 and health.json() == {"status": "unavailable", "store": "unavailable", "grading": "ok"}
 
 
 def test_evaluator_disagreement_is_500_with_its_code_and_on_record(private_database_url: str) -> None:

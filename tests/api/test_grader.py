@@ -160,3 +160,37 @@ def test_the_grading_process_exits_when_the_web_process_is_killed(tmp_path: Path
     while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in children), "a grading process outlived the service"
+
+
+@pytest.mark.slow  # a service of its own, and a restart retried every 5 s
+def test_healthz_is_503_while_no_grading_process_can_start_and_200_once_one_does(tmp_path: Path) -> None:
+    """The grading process is killed while its rule files differ from the web process's, so its
+    replacement refuses to start: every grade would be a 503, and /healthz says so. Once the files
+    are back, a retry starts one and /healthz is 200 again."""
+    import shutil
+    import signal
+
+    from tests.conftest import REPO
+
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    icans = rules / "icans" / "astct-2019.yaml"
+    original = icans.read_text(encoding="utf-8")
+    settings = ServiceSettings(database_url=f"sqlite:///{tmp_path / 'a.sqlite3'}", rules_dir=rules)
+    with TestClient(create_app(settings)) as client:
+        grader: Grader = client.app.state.grader  # type: ignore[attr-defined]
+        assert client.get("/healthz").json() == {"status": "ok", "store": "ok", "grading": "ok"}
+        icans.write_text(original + "\n# changed while running\n", encoding="utf-8")  # another sha256
+        os.kill(grader.pids[0] or 0, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and grader.can_grade:
+            time.sleep(0.1)
+        health = client.get("/healthz")
+        assert health.status_code == 503 and health.json() == {"status": "unavailable", "store": "ok", "grading": "unavailable"}
+        assert client.post("/v1/assessments", json=REQUEST).status_code == 503
+        icans.write_text(original, encoding="utf-8")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and client.get("/healthz").status_code != 200:
+            time.sleep(0.2)
+        assert client.get("/healthz").json()["grading"] == "ok"
+        assert client.post("/v1/assessments", json=REQUEST).status_code == 200
