@@ -182,6 +182,11 @@ def _refuse_ahead(store: AuditStore, found: SchemaState) -> None:
         )
 
 
+MIGRATION_LOCK_WAIT_S = 300
+"""PostgreSQL: how long a starting instance waits for another's migration (the advisory lock) and
+for the tables' locks, before it refuses to start."""
+
+
 @contextmanager
 def _locked(store: AuditStore) -> Iterator[Connection]:
     """A connection in a transaction that holds the migration lock; committed on leaving."""
@@ -198,6 +203,11 @@ def _locked(store: AuditStore) -> Iterator[Connection]:
         return
     with store.engine.begin() as connection:
         if store.backend == "postgresql":
+            # The store's connections bound every statement by the grading timeout; a migration's DDL
+            # may rewrite a large table, and another instance's migration may hold the lock meanwhile:
+            # no statement limit here, and up to MIGRATION_LOCK_WAIT_S for the locks.
+            connection.execute(text("SET LOCAL statement_timeout = 0"))
+            connection.execute(text(f"SET LOCAL lock_timeout = {MIGRATION_LOCK_WAIT_S * 1000}"))
             database, schema = connection.execute(text("SELECT current_database(), current_schema()")).one()
             digest = hashlib.blake2b(f"aegrade.migrations {database} {schema}".encode(), digest_size=8).digest()
             key = int.from_bytes(digest, "big", signed=True)

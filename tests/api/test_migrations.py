@@ -238,3 +238,18 @@ def test_a_failed_upgrade_leaves_the_store_as_it_was(url: str) -> None:
     store.close()
     assert set(sqlalchemy.inspect(engine).get_table_names()) == {"other"}  # no table of 0001, no alembic_version
     engine.dispose()
+
+
+def test_on_postgresql_a_migration_has_no_statement_limit_and_waits_for_the_lock_in_bounds(postgres_schema_url: str) -> None:
+    """The store bounds every statement by half the grading timeout (a stalled store is an error);
+    a migration's DDL may take longer, and a second instance waits for the first's migration."""
+    store = AuditStore(postgres_schema_url, lock_timeout_s=0.5)
+    try:
+        with store.engine.connect() as plain:
+            assert plain.execute(sqlalchemy.text("SHOW statement_timeout")).scalar() == "500ms"
+        with migrations._locked(store) as connection:
+            assert connection.execute(sqlalchemy.text("SHOW statement_timeout")).scalar() == "0"
+            shown = connection.execute(sqlalchemy.text("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'")).scalar()
+            assert int(shown) == migrations.MIGRATION_LOCK_WAIT_S * 1000  # milliseconds
+    finally:
+        store.close()
