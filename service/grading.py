@@ -103,7 +103,25 @@ async def grade_and_record(
         except BaseException as exc:
             await asyncio.shield(_mark_undelivered(store, job, f"not answered: {type(exc).__name__}", None))
             raise
+    if answer.replayed:
+        await _mark_redelivered(store, answer)
     return answer
+
+
+async def _mark_redelivered(store: AuditStore, answer: Answer) -> None:
+    """A replayed episode answer is being given: if its record was marked undelivered, it is now
+    delivered (the mark keeps its reason and gains the time). The answer is right either way, so a
+    store that cannot take the note is logged, not answered with an error."""
+    try:
+        record_id = json.loads(answer.body).get("id")
+    except (ValueError, AttributeError):
+        return
+    if not isinstance(record_id, str):
+        return  # a treatment's answer names no record of its own
+    try:
+        await asyncio.to_thread(store.mark_redelivered, [record_id])
+    except StoreUnavailable as exc:
+        logger.error("a replayed answer was given, but its record's undelivered mark was not updated: %s", exc)
 
 
 async def grade_on_record(

@@ -96,6 +96,13 @@ class StoredAssessment(_Out):
         ),
     )
     undelivered_reason: str | None = Field(default=None, description="Why the answer was not delivered.")
+    redelivered_at: datetime | None = Field(
+        default=None,
+        description=(
+            "When an answer first not delivered was given after all, to an episode write repeated with its "
+            "Idempotency-Key (delivered is then true; undelivered_reason stays, saying what happened first)."
+        ),
+    )
 
 
 class RulesetInfo(_Out):

@@ -75,6 +75,7 @@ undelivered = Table(
     Column("assessment_id", String(32), primary_key=True),
     Column("marked_at", DateTime(timezone=True), nullable=False),
     Column("reason", String(200), nullable=False),
+    Column("redelivered_at", DateTime(timezone=True), nullable=True),  # given after all, on a repeated request
 )
 
 
@@ -96,6 +97,7 @@ class AuditRecord:
     rulesets: list[dict[str, Any]]
     duration_ms: float
     undelivered_reason: str | None = None  # read back only: why the answer was not delivered
+    redelivered_at: datetime | None = None  # read back only: when a repeated request was given it after all
 
     @classmethod
     def graded(
@@ -143,8 +145,9 @@ class AuditRecord:
         """The record as `GET /v1/assessments/{id}` shows it."""
         return {
             **self.as_dict(),
-            "delivered": self.undelivered_reason is None,
+            "delivered": self.undelivered_reason is None or self.redelivered_at is not None,
             "undelivered_reason": self.undelivered_reason,
+            "redelivered_at": self.redelivered_at.isoformat() if self.redelivered_at else None,
         }
 
 
@@ -253,6 +256,23 @@ class AuditStore:
             raise StoreUnavailable(f"undelivered answers not marked, or the failure not recorded: {type(exc).__name__}") from exc
         self.succeeded()
 
+    def mark_redelivered(self, assessment_ids: Iterable[str]) -> None:
+        """The answers of these records, marked undelivered, were given after all (a repeated request
+        with the same Idempotency-Key was answered with them): the mark stays, with the time. Raises
+        StoreUnavailable."""
+        ids = list(dict.fromkeys(assessment_ids))
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    undelivered.update()
+                    .where(undelivered.c.assessment_id.in_(ids), undelivered.c.redelivered_at.is_(None))
+                    .values(redelivered_at=datetime.now(timezone.utc))
+                )
+        except SQLAlchemyError as exc:
+            self.failed()
+            raise StoreUnavailable(f"redelivered answers not marked: {type(exc).__name__}") from exc
+        self.succeeded()
+
     def succeeded(self) -> None:
         """A write committed (here, or in a grading process that said so)."""
         self._last_ok = time.monotonic()
@@ -263,7 +283,7 @@ class AuditStore:
 
     def get(self, record_id: str) -> AuditRecord | None:
         query = (
-            select(assessments, undelivered.c.reason.label("undelivered_reason"))
+            select(assessments, undelivered.c.reason.label("undelivered_reason"), undelivered.c.redelivered_at)
             .outerjoin(undelivered, undelivered.c.assessment_id == assessments.c.id)
             .where(assessments.c.id == record_id)
         )
@@ -274,12 +294,9 @@ class AuditStore:
             raise StoreUnavailable(f"audit store unreadable: {type(exc).__name__}") from exc
         if row is None:
             return None
-        created = row["created_at"]
-        if created.tzinfo is None:  # SQLite keeps no zone; every time is written in UTC
-            created = created.replace(tzinfo=timezone.utc)
         return AuditRecord(
             id=row["id"],
-            created_at=created,
+            created_at=_utc(row["created_at"]),
             outcome=row["outcome"],
             request=row["request"],
             result=row["result"],
@@ -287,6 +304,7 @@ class AuditStore:
             rulesets=row["rulesets"],
             duration_ms=row["duration_ms"],
             undelivered_reason=row["undelivered_reason"],
+            redelivered_at=_utc(row["redelivered_at"]) if row["redelivered_at"] is not None else None,
         )
 
     def ids(self) -> set[str]:
@@ -374,3 +392,8 @@ def _sqlite_pragmas(busy_timeout_ms: int, *, immediate: bool) -> Any:
             dbapi_connection.isolation_level = None
 
     return pragmas
+
+
+def _utc(when: datetime) -> datetime:
+    """A time read back, in UTC (SQLite keeps no zone; every time is written in UTC)."""
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when

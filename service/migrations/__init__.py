@@ -5,6 +5,7 @@ Revisions, written by hand, in versions/:
   0001  the tables of the release before migrations: assessments, the episode tables, the CDS Hooks
         tables (what its `metadata.create_all` made)
   0002  undelivered
+  0003  undelivered.redelivered_at
 
 At start (`AuditStore.create_schema`, AEGRADE_MIGRATE true, the default) the service upgrades the
 store to the head revision; with AEGRADE_MIGRATE false it refuses to start when the store is behind,

@@ -88,6 +88,23 @@ def _after_commit(action: str) -> Any:
     return commit
 
 
+def crash_after_episode_commit_engine(config: GraderConfig) -> Engine:
+    """An observation with the marker age is committed (with its audit record and its answer for
+    the Idempotency-Key), then the grading process dies before replying."""
+    from service.episodes import EpisodeStore
+
+    add_observation = EpisodeStore.add_observation
+
+    def committed_then_crash(self: Any, patient_id: str, observation: Any, **kwargs: Any) -> Any:
+        answer = add_observation(self, patient_id, observation, **kwargs)
+        if observation.patient.age_years == MARKER_AGE and not answer.replayed:
+            os._exit(70)
+        return answer
+
+    EpisodeStore.add_observation = committed_then_crash  # type: ignore[method-assign]
+    return _engine(config)
+
+
 def crash_after_commit_engine(config: GraderConfig) -> Engine:
     """The record of a marked request is committed, then the grading process dies."""
     _after_commit("crash")

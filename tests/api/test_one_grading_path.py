@@ -114,6 +114,22 @@ def test_a_record_committed_for_an_answer_not_given_is_marked_undelivered(databa
         assert stored["undelivered_reason"]
 
 
+def test_an_answer_lost_then_given_on_a_repeated_episode_write_is_marked_delivered_with_both_times(database_url: str) -> None:
+    """The grading process dies after committing an observation: 500, and its record is marked
+    undelivered. The client repeats the write with its Idempotency-Key: the stored answer is
+    replayed, and the record now says it was delivered, keeping why it first was not."""
+    app = create_app(ServiceSettings(database_url=database_url), grader_engine_factory="tests.api.faults:crash_after_episode_commit_engine")
+    body = {**MARKED, "observed_at": "2026-06-01T10:00:00Z"}
+    headers = {"Idempotency-Key": "redelivery-1"}
+    with TestClient(app) as client:
+        lost = client.post("/v1/patients/redelivery-1/observations", json=body, headers=headers)
+        assert lost.status_code == 500, lost.text
+        replayed = faults.once_replaced(lambda: client.post("/v1/patients/redelivery-1/observations", json=body, headers=headers))
+        assert replayed.status_code == 200 and replayed.headers.get("Idempotent-Replayed") == "true", replayed.text
+        stored = client.get(f"/v1/assessments/{replayed.json()['id']}").json()
+        assert stored["delivered"] is True and stored["undelivered_reason"] and stored["redelivered_at"], stored
+
+
 def _env(database_url: str, **more: str) -> dict[str, str]:
     return {"AEGRADE_DATABASE_URL": database_url, "AEGRADE_GRADING_TIMEOUT_S": "3", **more}
 
