@@ -69,7 +69,17 @@ from aegrade.episodes import (
 )
 from aegrade.models import Assessment
 from service.errors import IdempotencyKeyReused
-from service.store import AuditRecord, AuditStore, StoreUnavailable, insert_records, metadata, strict_json
+from service.store import (
+    AuditRecord,
+    AuditStore,
+    CommitUnknown,
+    StoreUnavailable,
+    insert_records,
+    metadata,
+    store_unavailable,
+    strict_json,
+    transaction,
+)
 
 __all__ = ["EpisodeStore", "Replayable"]
 
@@ -240,7 +250,7 @@ class EpisodeStore:
         """One transaction under the patient's lock, with the Idempotency-Key checked inside it."""
         fingerprint = _sha256(f"{endpoint}\n{sent}")
         try:
-            with self.db.begin() as conn:
+            with transaction(self.db) as conn:
                 now = datetime.now(timezone.utc)
                 self._lock_patient(conn, patient_id, now)
                 if key is not None:
@@ -268,9 +278,9 @@ class EpisodeStore:
                         )
                     )
                 answer = Replayable(body, replayed=False)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, CommitUnknown) as exc:
             self.store.failed()
-            raise StoreUnavailable(f"episode not written: {type(exc).__name__}") from exc
+            raise store_unavailable("episode not written", exc) from exc
         self.store.succeeded()
         return answer
 

@@ -119,9 +119,11 @@ class InternalError(ServiceError):
 
 
 class StoreUnavailable(ServiceError):
-    """The audit store cannot be written or read: no grade may be given."""
+    """The audit store cannot be written or read: no grade may be given. `commit_unknown`: the error
+    was the COMMIT's own, so the store may have kept the transaction (service/store.py `transaction`)."""
 
     code, status = "store_unavailable", 503
+    commit_unknown: bool = False
 
 
 class GradingUnavailable(ServiceError):

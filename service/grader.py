@@ -462,6 +462,8 @@ def _commit(store: AuditStore, graded: _Graded, failed: str | None) -> tuple[lis
         except Exception as exc:  # StoreUnavailable, or anything else: no grade without its record
             logger.error("audit store unavailable: %s", type(exc).__name__)
             failed = f"audit records not stored: {type(exc).__name__}"
+            if getattr(exc, "commit_unknown", False):
+                _mark_commit_unknown(store, [record.id for record in graded.records])
     if failed is not None:
         replies = [
             (number, "store_unavailable", failed) if kind in ("graded", "engine_error") else (number, kind, payload)
@@ -475,6 +477,17 @@ def _commit(store: AuditStore, graded: _Graded, failed: str | None) -> tuple[lis
             ", ".join(f"assessment {assessment_id} graded in {ms:.2f} ms" for assessment_id, ms in graded.timings),
         )
     return graded.replies, None
+
+
+def _mark_commit_unknown(store: AuditStore, assessment_ids: list[str]) -> None:
+    """The COMMIT of these records failed, so the store may have kept them while the client is told
+    503: mark them undelivered, so that a record that exists never says its grade was given. The
+    store may refuse this too (it just failed): then it is logged, and the record, if it exists,
+    is the one that cannot be corrected (as when the web process dies after a commit)."""
+    try:
+        store.mark_undelivered(assessment_ids, "the store's answer to the COMMIT was lost: recorded perhaps, not answered")
+    except Exception as exc:  # noqa: BLE001 - the grading process must go on
+        logger.error("records %s: COMMIT outcome unknown, and not marked undelivered: %s", ", ".join(assessment_ids[:3]), type(exc).__name__)
 
 
 class _FrameReader:
@@ -649,6 +662,8 @@ def _episode(episodes: EpisodeStore, job: Job, started: float, graded: _Graded) 
         return "idempotency_conflict", str(exc)
     except StoreUnavailable as exc:
         logger.error("audit store unavailable: %s", exc)
+        if exc.commit_unknown:
+            _mark_commit_unknown(episodes.store, [job.assessment_id])
         return "store_unavailable", str(exc)
     except EngineError as exc:
         failure = AuditRecord.failed(

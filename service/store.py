@@ -27,7 +27,8 @@ import logging
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,12 +44,15 @@ from service.errors import StoreUnavailable
 __all__ = [
     "AuditRecord",
     "AuditStore",
+    "CommitUnknown",
     "RawJSON",
     "StoreUnavailable",
     "assessments",
     "insert_records",
     "metadata",
+    "store_unavailable",
     "strict_json",
+    "transaction",
     "undelivered",
 ]
 
@@ -224,14 +228,15 @@ class AuditStore:
         self.record_many([record])
 
     def record_many(self, records: list[AuditRecord]) -> None:
-        """Commit records in one transaction: all are stored, or none and StoreUnavailable."""
+        """Commit records in one transaction: all are stored, or StoreUnavailable (none stored; or,
+        with `commit_unknown`, perhaps all: the COMMIT itself failed)."""
         try:
-            with self.engine.begin() as connection:
+            with transaction(self.engine) as connection:
                 insert_records(connection, records)
-        except (SQLAlchemyError, ValueError, TypeError) as exc:
+        except (SQLAlchemyError, ValueError, TypeError, CommitUnknown) as exc:
             self.failed()
             ids = ", ".join(r.id for r in records[:3]) + (" ..." if len(records) > 3 else "")
-            raise StoreUnavailable(f"audit record(s) {ids} not stored: {type(exc).__name__}") from exc
+            raise store_unavailable(f"audit record(s) {ids} not stored", exc) from exc
         self.succeeded()
 
     def mark_undelivered(self, assessment_ids: Iterable[str], reason: str, *, failure: AuditRecord | None = None) -> None:
@@ -358,6 +363,37 @@ class AuditStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class CommitUnknown(Exception):
+    """The COMMIT itself failed (the connection dropped, the server stopped): the transaction may or
+    may not have been kept. Raised by `transaction`, with the driver's error as its cause."""
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()`, telling apart an error before the COMMIT (rolled back: nothing written) from
+    an error of the COMMIT itself (CommitUnknown: perhaps written). A caller that answered with a
+    grade only once committed must treat the second as "recorded, answer not given"."""
+    with engine.connect() as connection:
+        begun = connection.begin()
+        try:
+            yield connection
+        except BaseException:
+            if begun.is_active:
+                begun.rollback()
+            raise
+        try:
+            begun.commit()
+        except SQLAlchemyError as exc:
+            raise CommitUnknown(f"the COMMIT failed: {type(exc).__name__}") from exc
+
+
+def store_unavailable(what: str, exc: BaseException) -> StoreUnavailable:
+    """StoreUnavailable for a failed write: `commit_unknown` set when the COMMIT itself failed."""
+    error = StoreUnavailable(f"{what}: {type(exc.__cause__ or exc).__name__}" if isinstance(exc, CommitUnknown) else f"{what}: {type(exc).__name__}")
+    error.commit_unknown = isinstance(exc, CommitUnknown)
+    return error
 
 
 def insert_records(connection: Connection, records: list[AuditRecord]) -> None:

@@ -130,6 +130,41 @@ def test_an_answer_lost_then_given_on_a_repeated_episode_write_is_marked_deliver
         assert stored["delivered"] is True and stored["undelivered_reason"] and stored["redelivered_at"], stored
 
 
+REFUSED_AT_COMMIT = f"""
+CREATE FUNCTION refuse_marked_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF strpos(NEW.request::text, '{faults.MARKER_AGE}') > 0 THEN RAISE EXCEPTION 'refused at commit (test)'; END IF;
+  RETURN NEW;
+END $$;
+CREATE CONSTRAINT TRIGGER refuse_marked_at_commit AFTER INSERT ON assessments
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_marked_at_commit();
+"""
+
+
+def test_a_commit_that_fails_itself_marks_its_records_undelivered_on_both_paths() -> None:
+    """PostgreSQL checks a deferred constraint at COMMIT: the COMMIT itself fails, which from the
+    service's side is a commit whose outcome is unknown (a dropped connection looks the same). The
+    client gets 503 store_unavailable, and the records it may have left are marked undelivered, so
+    that a record never says its grade was given when it was not."""
+    from tests.conftest import _fresh_postgres_schema, postgres_unavailable_reason
+
+    if reason := postgres_unavailable_reason():
+        pytest.skip(reason)
+    with _fresh_postgres_schema() as url:
+        with TestClient(create_app(ServiceSettings(database_url=url))) as client:
+            engine = AuditStore(url).engine
+            with engine.begin() as connection:
+                connection.exec_driver_sql(REFUSED_AT_COMMIT)
+            engine.dispose()
+            for route in ("json", "observation"):
+                response = ROUTES[route](client, MARKED)
+                assert response.status_code == 503 and problem(response)["code"] == "store_unavailable", (route, response.text)
+            assert client.post("/v1/assessments", json=REQUEST).status_code == 200  # the store itself works
+        marks = _rows(url, "SELECT assessment_id, reason FROM undelivered")
+        assert len(marks) == 2 and all("COMMIT" in reason for _, reason in marks), marks
+        assert not _rows(url, f"SELECT id FROM assessments WHERE strpos(request::text, '{faults.MARKER_AGE}') > 0")
+
+
 def _env(database_url: str, **more: str) -> dict[str, str]:
     return {"AEGRADE_DATABASE_URL": database_url, "AEGRADE_GRADING_TIMEOUT_S": "3", **more}
 
