@@ -236,9 +236,20 @@ _FHIR_CODE = re.compile(r"[^\s]+( [^\s]+)*")
 def _details(code: str, text: str) -> dict[str, Any]:
     """An issue's details: our code, and the message (FHIR strings are never empty: left out then)."""
     details: dict[str, Any] = {"coding": [{"system": ERROR_SYSTEM, "code": code if _FHIR_CODE.fullmatch(code) else "invalid"}]}
+    text = fhir_string(text)
     if text:
         details["text"] = text
     return details
+
+
+_NOT_FHIR_STRING = re.compile(r"[^ \r\n\t\S]")
+
+
+def fhir_string(text: str) -> str:
+    """`text` as a FHIR string ([ \r\n\t\S]+): other white space (a form feed, a vertical tab, a
+    separator) becomes a space; "" when nothing but white space is left (the element is then left out)."""
+    text = _NOT_FHIR_STRING.sub(" ", text)
+    return text if text.strip() else ""
 
 
 def _field_issue(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -248,11 +248,15 @@ async def create_fhir_assessment(
     if bad:
         raise FhirInputError(bad)
     located = bundle_resources(sent, ("body",))
-    result, body = await grade_fhir(request, located, {"fhir_bundle": sent})
     negotiation = _negotiation(request)
-    if negotiation.fhir:
-        return JSONResponse(observation_bundle(result, located), media_type=negotiation.media_type)
-    return Response(body, media_type="application/json")
+    made: list[Response] = []
+
+    async def as_fhir(result: FhirAssessmentResult) -> None:
+        # Made before the grade counts as answered: if it cannot be, the record is marked undelivered.
+        made.append(JSONResponse(observation_bundle(result, located), media_type=negotiation.media_type))
+
+    _, body = await grade_fhir(request, located, {"fhir_bundle": sent}, then=as_fhir if negotiation.fhir else None)
+    return made[0] if made else Response(body, media_type="application/json")
 
 
 @router.get(

@@ -351,8 +351,15 @@ async def grade_form(request: Request) -> Response:
     assessment, parsed = assessment_from_form(fields, tr=tr, engine=request.app.state.engine)
     if assessment is None:
         return _page(request, csrf, status=422, values=values, errors=parsed.errors)
+    shown: list[Response] = []
+
+    async def render(result: AssessmentResult) -> None:
+        # The page is made before the grade counts as answered: if it cannot be, the committed
+        # record is marked undelivered (service/grading.py), as for any answer not given.
+        shown.append(_page(request, csrf, values=values, result=result))
+
     try:
-        result, _ = await grade_on_record(request.app.state, assessment)
+        await grade_on_record(request.app.state, assessment, then=render)
     except InvalidAssessment as exc:
         return _page(request, csrf, status=422, values=values, errors=errors_from_validation(exc, parsed.data, tr=tr))
     except EngineError as exc:
@@ -372,7 +379,7 @@ async def grade_form(request: Request) -> Response:
             request, csrf, status=503, values=values,
             failure=tr("No grade came in time, so none is shown. Try again, or grade by hand."),
         )
-    return _page(request, csrf, values=values, result=result)
+    return shown[0]
 
 
 # ---- sign in, sign out (AEGRADE_API_KEYS set) -----------------------------------------------------

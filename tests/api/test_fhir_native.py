@@ -27,6 +27,7 @@ from aegrade.fhir_codes import AEGRADE_SYSTEM, LOINC, UCUM
 from service.app import create_app
 from service.errors import NotAcceptable
 from service.fhir_native import (
+    fhir_string,
     ASSESSMENT_ID_SYSTEM,
     ERROR_CODE_EXTENSION,
     ERROR_SYSTEM,
@@ -304,9 +305,9 @@ def test_any_error_body_becomes_a_valid_operation_outcome_keeping_everything(
     assert body["extension"][0]["valueCode"] == code
     assert all(issue["code"] in ISSUE_TYPES for issue in body["issue"])
     if detail is None:
-        assert [i["details"].get("text", "") for i in body["issue"]] == [message]
+        assert [i["details"].get("text", "") for i in body["issue"]] == [fhir_string(message)]  # FHIR strings: no form feeds
     else:
-        assert [i["details"].get("text", "") for i in body["issue"]] == [e["msg"] for e in detail]
+        assert [i["details"].get("text", "") for i in body["issue"]] == [fhir_string(e["msg"]) for e in detail]
         assert [i["details"]["coding"][0]["code"] for i in body["issue"]] == [e["type"] or "invalid" for e in detail]
         for entry, issue in zip(detail, body["issue"]):
             if issue.get("expression"):
@@ -559,3 +560,8 @@ def test_every_code_of_the_fhir_answer_is_in_the_codesystem(client: TestClient) 
 
     walk(answer)
     assert used and used <= codes, used - codes
+
+
+@pytest.mark.parametrize(("text", "as_fhir"), [("a\x0cb", "a b"), ("\x0c", ""), (" \t", ""), ("line\nnext\ttab\r", "line\nnext\ttab\r"), ("x\u2028y", "x y")])
+def test_error_text_becomes_a_fhir_string(text: str, as_fhir: str) -> None:
+    assert fhir_string(text) == as_fhir

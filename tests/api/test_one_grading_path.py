@@ -46,12 +46,16 @@ def _form(client: Any, body: dict[str, Any]) -> Any:
     return post_form(client, {name: values for name, values in form_fields(body).items()})
 
 
-def _fhir(client: Any, _body: dict[str, Any]) -> Any:
+def _fhir_bundle() -> dict[str, Any]:
     call = _call("V01")
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": call["prefetch"]["patient"]}]}
     for part in ("vitals", "assessments"):
         bundle["entry"] += call["prefetch"][part]["entry"]
-    return client.post("/v1/fhir/assessments", json=bundle)
+    return bundle
+
+
+def _fhir(client: Any, _body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+    return client.post("/v1/fhir/assessments", json=_fhir_bundle(), headers=headers)
 
 
 def _cds(client: Any, _body: dict[str, Any]) -> Any:
@@ -163,6 +167,34 @@ def test_a_commit_that_fails_itself_marks_its_records_undelivered_on_both_paths(
         marks = _rows(url, "SELECT assessment_id, reason FROM undelivered")
         assert len(marks) == 2 and all("COMMIT" in reason for _, reason in marks), marks
         assert not _rows(url, f"SELECT id FROM assessments WHERE strpos(request::text, '{faults.MARKER_AGE}') > 0")
+
+
+@pytest.mark.parametrize("route", ["form", "fhir_as_fhir"])
+def test_an_answer_that_cannot_be_made_after_the_commit_marks_the_record_undelivered(
+    private_database_url: str, route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form's result page, or the FHIR Observations, are made before the grade counts as
+    answered: when making them fails (a fault put in here), the committed record says so."""
+    import service.fhir_routes
+    import service.pages
+
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("the answer could not be made (test)")
+
+    if route == "form":
+        real_page = service.pages._page
+        monkeypatch.setattr(service.pages, "_page", lambda *a, **k: broken() if k.get("result") is not None else real_page(*a, **k))
+    else:
+        monkeypatch.setattr(service.fhir_routes, "observation_bundle", broken)
+    with TestClient(create_app(ServiceSettings(database_url=private_database_url)), raise_server_exceptions=False) as client:
+        if route == "form":
+            response = _form(client, REQUEST)
+        else:
+            response = _fhir(client, REQUEST, headers={"accept": "application/fhir+json"})
+        assert response.status_code == 500, response.text
+    graded = {row[0] for row in _rows(private_database_url, "SELECT id FROM assessments WHERE outcome = 'graded'")}
+    marked = {row[0] for row in _rows(private_database_url, "SELECT assessment_id FROM undelivered")}
+    assert len(graded) == 1 and graded == marked
 
 
 def _env(database_url: str, **more: str) -> dict[str, str]:
