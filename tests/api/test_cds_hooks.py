@@ -37,7 +37,9 @@ def _call(vignette: str, *, hook: str = "patient-view", minutes_ago: int = 10) -
     patient["birthDate"] = born
     observations = [r for r in resources if r["resourceType"] == "Observation"]
     vitals = [r for r in observations if r["code"]["coding"][0]["system"] == LOINC]
-    search = lambda rs: {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in rs]}  # noqa: E731
+    def search(rs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": r} for r in rs]}
+
     call: dict[str, Any] = {
         "hook": hook,
         "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
