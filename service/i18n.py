@@ -23,6 +23,7 @@ import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlencode
 from typing import Any, Callable
 
 from babel import Locale, UnknownLocaleError
@@ -149,5 +150,13 @@ def context(request: Request) -> dict[str, Any]:
         "locale": chosen.locale,
         "html_lang": chosen.html_lang,
         "locales": LOCALES,
+        "language_links": language_links(request),
         "translator": chosen,
     }
+
+
+def language_links(request: Request) -> list[tuple[str, str, str]]:
+    """The language switch: (locale, its name, this page's URL in it), keeping the page's other
+    query parameters (a course's ?assessment= stays) and replacing only `lang`."""
+    kept = [(key, value) for key, value in request.query_params.multi_items() if key != "lang"]
+    return [(code, name, f"{request.url.path}?{urlencode([*kept, ('lang', code)])}") for code, name in LOCALES.items()]

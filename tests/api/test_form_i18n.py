@@ -67,11 +67,17 @@ def test_the_language_follows_accept_language(app: TestClient, accept: str, lang
     assert html_lang(page.text) == lang
 
 
+def test_the_switch_keeps_the_pages_other_parameters(app: TestClient) -> None:
+    """On every page with a switch: /patients/start?assessment=... in Chinese is still that page."""
+    page = fresh(app).get("/patients/start?assessment=" + "a" * 32 + "&lang=en").text
+    assert f'href="/patients/start?assessment={"a" * 32}&amp;lang=zh_CN"' in page
+
+
 def test_the_switch_is_a_plain_link_whose_choice_is_kept_in_a_cookie(app: TestClient) -> None:
     browser = fresh(app)
     page = browser.get("/", headers={"accept-language": "en"}).text
-    assert '<a href="?lang=zh_CN" hreflang="zh-CN" lang="zh-CN">简体中文</a>' in page
-    assert '<a href="?lang=en" hreflang="en" lang="en" aria-current="true">English</a>' in page
+    assert '<a href="/?lang=zh_CN" hreflang="zh-CN" lang="zh-CN">简体中文</a>' in page
+    assert '<a href="/?lang=en" hreflang="en" lang="en" aria-current="true">English</a>' in page
     chosen = browser.get("/?lang=zh_CN", headers={"accept-language": "en"})
     assert html_lang(chosen.text) == "zh-CN"
     cookie = chosen.headers["set-cookie"]
