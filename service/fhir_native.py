@@ -246,7 +246,7 @@ _NOT_FHIR_STRING = re.compile(r"[^ \r\n\t\S]")
 
 
 def fhir_string(text: str) -> str:
-    """`text` as a FHIR string ([ \r\n\t\S]+): other white space (a form feed, a vertical tab, a
+    r"""`text` as a FHIR string ([ \r\n\t\S]+): other white space (a form feed, a vertical tab, a
     separator) becomes a space; "" when nothing but white space is left (the element is then left out)."""
     text = _NOT_FHIR_STRING.sub(" ", text)
     return text if text.strip() else ""

@@ -14,11 +14,16 @@ it), kept in English in the code and translated where it is shown.
 
 Which text stays in English in every language: the rule files' quoted criteria, citations, notes,
 flag messages and action texts (data, not page text; the template marks them lang="en"), and the
-field paths and rule ids behind the "details for the record" toggle.
+field paths and rule ids behind the "details for the record" toggle. Beside a criterion, a flag
+message or an action text, a page in another language shows our own rendering of it, marked as an
+unofficial translation (`Translator.rendering`: service/locales/<locale>/criteria.yaml and
+messages.yaml, keyed by rule id); only when it was made from the English shown, so a rule changed
+since is shown in its English alone, never with a stale translation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +31,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 from typing import Any, Callable
 
+import yaml
 from babel import Locale, UnknownLocaleError
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -56,6 +62,9 @@ class Translator:
     locale: str
     gettext: Callable[[str], str]
     ngettext: Callable[[str, str, int], str]
+    renders_rules: bool = False
+    """Whether `rendering` gives our translations of the rule files' English: true for the catalogue
+    translators `translator()` makes; a Translator made by hand (a test's pseudo-language) gives none."""
 
     def __call__(self, text: str) -> str:
         return self.gettext(text)
@@ -64,6 +73,32 @@ class Translator:
     def html_lang(self) -> str:
         """The value for <html lang>: BCP 47 (zh-CN), not the POSIX form (zh_CN)."""
         return self.locale.replace("_", "-")
+
+    def rendering(self, kind: str, rule: str | None, english: str | None) -> str | None:
+        """Our translation of a rule file's English (kind "criteria": a criterion; "messages": a flag
+        message or an action text) for rule `rule`, to show beside the English; None when there is
+        none, or when it was made from other English than `english` (the rule changed since)."""
+        if not self.renders_rules:
+            return None
+        found = _renderings(self.locale, kind).get(rule or "")
+        if found is None or english is None or found[0] != english_digest(english):
+            return None
+        return found[1]
+
+
+def english_digest(text: str) -> str:
+    """The digest a rendering records of the English it was made from (its `en_sha256`)."""
+    return hashlib.sha256(text.strip().encode()).hexdigest()[:16]
+
+
+@cache
+def _renderings(locale: str, kind: str) -> dict[str, tuple[str, str]]:
+    """rule id -> (digest of the English, our translation), from service/locales/<locale>/<kind>.yaml."""
+    path = LOCALES_DIR / locale / f"{kind}.yaml"
+    if locale == SOURCE_LOCALE or not path.is_file():
+        return {}
+    loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return {str(rule): (str(entry["en_sha256"]), str(entry["translation"])) for rule, entry in loaded.items()}
 
 
 def _parse(tag: str) -> str | None:
@@ -121,7 +156,7 @@ def _translations(locale: str) -> NullTranslations:
 
 def translator(locale: str) -> Translator:
     translations = _translations(locale if locale in LOCALES else SOURCE_LOCALE)
-    return Translator(locale, translations.gettext, translations.ngettext)
+    return Translator(locale, translations.gettext, translations.ngettext, renders_rules=True)
 
 
 ENGLISH = translator(SOURCE_LOCALE)

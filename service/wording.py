@@ -88,6 +88,8 @@ _ACTION_VERBS: dict[str, str] = {
     "PREMEDICATION": N_("Premedicate before restarting {drug}"),
 }
 _ACTION_LEVEL = {"DISCONTINUE": 4.8, "INTERRUPT": 3.5, "WITHHOLD": 3.5}
+# The drugs label actions name (the rule file's `drug`), in words to translate.
+_DRUG_WORDS: dict[str, str] = {"blinatumomab": N_("blinatumomab")}
 
 
 def _get(part: Any, name: str, default: Any = None) -> Any:
@@ -220,7 +222,8 @@ def action_verb(action: Any, *, tr: Translator = ENGLISH) -> str:
     """A label action as the verb a nurse acts on: "Withhold blinatumomab"; else its own first sentence."""
     verb = _verb(str(_get(action, "id")))
     if verb is not None:
-        return tr(_ACTION_VERBS[verb]).format(drug=_get(action, "drug"))
+        drug = str(_get(action, "drug"))
+        return tr(_ACTION_VERBS[verb]).format(drug=tr(_DRUG_WORDS[drug]) if drug in _DRUG_WORDS else drug)
     text = str(_get(action, "text"))
     return re.split(r"\. | - |: ", text, maxsplit=1)[0].rstrip(".")
 
