@@ -26,6 +26,7 @@ from typing import Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from aegrade.episodes import default_fever_masking
 from aegrade.models import CerebralEdema, Consciousness, IcpSign, Motor, OxygenDevice, Seizure, Vasopressor
 
 __all__ = [
@@ -268,10 +269,9 @@ def words_of(text: str) -> str:
 
 
 def _agents(table: dict[str, str]) -> dict[str, str]:
-    known = set(get_args(Vasopressor)) | {
-        "tocilizumab", "anakinra", "dexamethasone", "methylprednisolone", "hydrocortisone", "other_corticosteroid",
-        "acetaminophen", "ibuprofen",
-    }
+    """`table`, checked: every agent it names is a vasopressor of the request schema or a
+    fever-masking agent of the CRS rule file (derivations.fever_masking)."""
+    known = set(get_args(Vasopressor)) | default_fever_masking().all_agents
     unknown = sorted(set(table.values()) - known)
     if unknown:
         raise ValueError(f"{TERMS_PATH}: unknown agents {unknown}")

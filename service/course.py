@@ -62,7 +62,7 @@ from service.course_chart import (
 )
 from service.episodes import PATIENT_ID_PATTERN, EpisodeStore
 from service.errors import GradingUnavailable, IdempotencyKeyReused, StoreUnavailable
-from service.form import FORM, assessment_from_form, errors_from_validation
+from service.form import FORM, assessment_from_form, errors_from_validation, read_number
 from service.grading import episode_job, grade_and_record
 from service.i18n import N_, Translator, context, negotiate, translator
 from service.pages import PageCsrf, form_csrf, keys_on, signed_in, static_url, to_login
@@ -115,7 +115,6 @@ fever masking is not asked: the episode derives it from the treatments recorded.
 
 AGENTS: tuple[str, ...] = typing.get_args(TreatmentAgent)
 DOSE_UNITS: tuple[str, ...] = typing.get_args(DoseUnit)
-_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
 _LOCAL_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?$")
 
 
@@ -554,10 +553,6 @@ async def add_observation(request: Request, patient_id: str) -> Response:
     return RedirectResponse(f"{_course_url(patient_id)}?added={answer['observation_id']}", status_code=303)
 
 
-def _number(text: str) -> float | None:
-    return float(text) if _NUMBER.fullmatch(text) else None
-
-
 @router.post("/patients/{patient_id}/treatments", response_class=HTMLResponse)
 async def add_treatment(request: Request, patient_id: str) -> Response:
     posted = await _posted(request, patient_id)
@@ -577,7 +572,7 @@ async def add_treatment(request: Request, patient_id: str) -> Response:
         errors["administered_at"] = time_error
     data: dict[str, Any] = {"agent": values["agent"], "administered_at": administered_at}
     if values["dose_mg"]:
-        dose = _number(values["dose_mg"].replace(",", ".") if values["dose_mg"].count(",") == 1 and "." not in values["dose_mg"] else values["dose_mg"])
+        dose = read_number(values["dose_mg"])  # the form's reading: "0,5" is 0.5, "1,200" (1.2 or 1200?) is refused
         if dose is None:
             errors["dose_mg"] = t.gettext("Enter the dose as a number, e.g. 8 or 0.5.")
         else:

@@ -36,7 +36,7 @@ from typing import Any
 
 from aegrade.derive import fahrenheit_to_celsius
 from aegrade.episodes import BLINATUMOMAB_COURSE_AGENTS, Episode, FeverMasking, TimelineDomain, TreatmentRecord
-from service.i18n import Translator
+from service.i18n import N_, Translator
 
 __all__ = [
     "CHART_ID",
@@ -53,10 +53,6 @@ __all__ = [
 
 CHART_ID = "course-chart"
 """The id prefix of the chart's <title> and <desc> (one chart per page)."""
-
-
-def N_(text: str) -> str:  # noqa: N802 - gettext's name for "extract this text; translate it where shown"
-    return text
 
 
 # Display names of the treatment agents (the episode model's vocabulary, not clinical knowledge).

@@ -546,7 +546,7 @@ _PRESSURE = re.compile(r"\s*([0-9]+(?:[.,][0-9]+)?)\s*/\s*([0-9]+(?:[.,][0-9]+)?
 _WITH_UNIT = re.compile(r"\s*([+-]?[0-9]+(?:[.,][0-9]+)?)\s*([%°℃℉]|[°]?\s*[A-Za-zµμ][A-Za-zµμ/²0-9.\s]*)\s*")
 
 
-def _number(text: str) -> float | None:
+def read_number(text: str) -> float | None:
     """A finite number, or None: digits 0-9 with a decimal point, or a decimal comma where it cannot
     be a thousands separator ("38,5" is 38.5; "1,200" is refused, since it could be 1.2 or 1200)."""
     text = text.strip()
@@ -570,7 +570,7 @@ def _number_error(spec: FormField, raw: str, tr: Translator) -> str:
             return tr("{label}: systolic only, e.g. {systolic} (the upper number).").format(label=label, systolic=pressure.group(1))
         return tr("One number only for {label}, e.g. {first}.").format(label=label, first=pressure.group(1))
     with_unit = _WITH_UNIT.fullmatch(raw)
-    if with_unit and _number(with_unit.group(1)) is not None:
+    if with_unit and read_number(with_unit.group(1)) is not None:
         number = with_unit.group(1)
         if spec.name == "vitals.temperature":
             return tr("{label}: drop the unit. Enter {number} and choose °C or °F with the buttons.").format(label=label, number=number)
@@ -605,13 +605,13 @@ def parse_form(form: Mapping[str, list[str]], *, tr: Translator = ENGLISH) -> Pa
             continue
         raw = values[0].strip()
         if spec.kind == "number":
-            number = _number(raw)
+            number = read_number(raw)
             if number is None:
                 out.error(name, _number_error(spec, raw, tr))
             else:
                 out.put(name, number)
         elif spec.kind == "integer":
-            number = _number(raw)
+            number = read_number(raw)
             if number is None or not number.is_integer():
                 out.error(name, _number_error(spec, raw, tr))
             else:
@@ -904,7 +904,7 @@ def entered_values(values: Mapping[str, list[str]], *, tr: Translator = ENGLISH)
 
 def _temperature_words(raw: str, unit: str) -> str:
     """"101.3 °F (38.5 °C)", or "38.5 °C"; the text as typed when it is not a number."""
-    value = _number(raw)
+    value = read_number(raw)
     if value is None:
         return raw.strip()
     if unit == "f":

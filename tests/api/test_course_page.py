@@ -217,11 +217,12 @@ def test_observation_errors_are_shown_inline_and_nothing_is_recorded(
         ({"agent": "aspirin", "administered_at": f"{DAY}T10:00"}, "agent", "Choose the treatment"),
         ({"agent": "tocilizumab", "administered_at": ""}, "administered_at", "Enter the time"),
         ({"agent": "tocilizumab", "administered_at": f"{DAY}T10:00", "dose_mg": "8mg"}, "dose_mg", "as a number"),
+        ({"agent": "tocilizumab", "administered_at": f"{DAY}T10:00", "dose_mg": "1,200"}, "dose_mg", "as a number"),  # 1.2 or 1200?
         ({"agent": "tocilizumab", "administered_at": f"{DAY}T10:00", "dose_mg": "0"}, "dose_mg", "more than 0"),
         ({"agent": "tocilizumab", "administered_at": f"{DAY}T10:00", "dose_unit": "mg/kg"}, "dose_mg", "Enter the dose"),
         ({"agent": "tocilizumab", "administered_at": f"{DAY}T10:00", "dose_mg": "8", "dose_unit": "pints"}, "dose_unit", "units"),
     ],
-    ids=["no-agent", "unknown-agent", "no-time", "dose-with-unit", "dose-zero", "unit-without-dose", "unknown-unit"],
+    ids=["no-agent", "unknown-agent", "no-time", "dose-with-unit", "dose-1,200", "dose-zero", "unit-without-dose", "unknown-unit"],
 )
 def test_treatment_errors_are_shown_inline_and_nothing_is_recorded(
     client: TestClient, fields: dict[str, str], field: str, message: str
