@@ -459,21 +459,34 @@ def _between(lo: float, hi: float, cutoffs: Sequence[Interval]) -> list[Interval
 
 
 @cache
-def _default_tables() -> tuple[dict[str, list[Interval]], list[Interval], float | None, tuple[str, ...]]:
-    """From rules/: value thresholds, age cut-offs, the vasopressor event window, the devices that
-    need a flow."""
-    rulesets = load_rulesets()
-    window: float | None = None
-    required: tuple[str, ...] = ()
-    for ruleset in rulesets:
-        file = ruleset.file
-        if file.subject == "crs" and file.status == "active" and file.role == "primary":
-            for setting in file.settings:
-                if setting.id == EVENT_WINDOW_SETTING and isinstance(setting, NumberSetting):
-                    window = setting.default
-            if file.derivations.oxygen_flow is not None:
-                required = tuple(file.derivations.oxygen_flow.required_with)
-    return value_thresholds(rulesets), age_cutoffs(rulesets), window, required
+def _default_rulesets() -> list[LoadedRuleSet]:
+    """The rule sets of rules/, read once (for callers that pass none)."""
+    return load_rulesets()
+
+
+_Tables = tuple[dict[str, list[Interval]], list[Interval], float | None, tuple[str, ...]]
+_TABLES: dict[tuple[Any, ...], _Tables] = {}
+
+
+def _tables(rulesets: Sequence[LoadedRuleSet], settings: SettingValues | None) -> _Tables:
+    """From the rule sets (and the settings they run with): value thresholds, age cut-offs, the
+    vasopressor event window, the devices that need a flow. Made once per rule-set hashes and
+    settings (a walk of every rule file: milliseconds, not to be repeated for every request)."""
+    key = (
+        tuple((r.id, r.sha256) for r in rulesets),
+        tuple(sorted((rid, tuple(sorted(values.items()))) for rid, values in (settings or {}).items())),
+    )
+    if key not in _TABLES:
+        primary = [r for r in rulesets if r.file.subject == "crs" and r.file.status == "active" and r.file.role == "primary"]
+        declared = [(r, s) for r in primary for s in r.file.settings if s.id == EVENT_WINDOW_SETTING and isinstance(s, NumberSetting)]
+        run = [_number((settings or {}).get(r.id, {}).get(s.id)) for r, s in declared]
+        window = next((s.default if value is None else value for (_, s), value in zip(declared, run)), None)
+        flow = primary[0].file.derivations.oxygen_flow if primary else None
+        if len(_TABLES) >= 16:  # a few engines per process at most; never grows without bound
+            _TABLES.clear()
+        _TABLES[key] = (value_thresholds(rulesets, settings), age_cutoffs(rulesets, settings), window,
+                        tuple(flow.required_with) if flow else ())
+    return _TABLES[key]
 
 
 # ---- candidates: one value of one kind at one time --------------------------------------------
@@ -1366,15 +1379,7 @@ def map_resources(
     fever_masking = fever_masking or default_fever_masking()
     masking_window_hours = _masking_window(masking_window_hours, fever_masking)
     threshold = fever_threshold_c if fever_threshold_c is not None else default_fever_threshold_c()
-    if rulesets is None:
-        thresholds, cutoffs, default_window, required_with = _default_tables()
-    else:
-        thresholds, cutoffs = value_thresholds(rulesets, settings), age_cutoffs(rulesets, settings)
-        primary = [r for r in rulesets if r.file.subject == "crs" and r.file.status == "active" and r.file.role == "primary"]
-        crs = [r.file for r in primary]
-        default_window = next((_number((settings or {}).get(r.id, {}).get(s.id)) or s.default for r in primary
-                               for s in r.file.settings if s.id == EVENT_WINDOW_SETTING and isinstance(s, NumberSetting)), None)
-        required_with = tuple(crs[0].derivations.oxygen_flow.required_with) if crs and crs[0].derivations.oxygen_flow else ()
+    thresholds, cutoffs, default_window, required_with = _tables(_default_rulesets() if rulesets is None else rulesets, settings)
     event_window = vasopressor_event_window_hours if vasopressor_event_window_hours is not None else default_window
     if event_window is None:
         raise RuleFileError(str(default_rules_dir()), f"the CRS rule file declares no setting {EVENT_WINDOW_SETTING}")

@@ -210,3 +210,19 @@ def test_age_at_the_cut_offs(birth: date, when: date, age: float) -> None:
 def test_the_age_is_taken_at_the_observation_time() -> None:
     assessment, _ = _map({**TEMPERATURE, "effectiveDateTime": "2026-05-31T23:30:00Z"})
     assert assessment["patient"]["age_years"] == age_at(date(1980, 6, 1), date(2026, 5, 31)) < 46
+
+
+def test_the_rule_file_tables_are_made_once_per_rule_sets_and_settings() -> None:
+    """Thresholds, cut-offs, the event window and the flow devices come from a walk of every rule
+    file: made once for an engine's rule sets and settings, not for every Bundle; other settings,
+    other tables."""
+    from aegrade import fhir as fhir_module
+    from aegrade.engine import Engine
+
+    engine = Engine()
+    run = {r.id: engine.settings_for(r.id) for r in engine.rulesets}
+    first = fhir_module._tables(engine.rulesets, run)
+    assert fhir_module._tables(engine.rulesets, run) is first and first[2] == 2.0
+    longer = {**run, "astct-crs": {**run["astct-crs"], fhir_module.EVENT_WINDOW_SETTING: 3.0}}
+    assert fhir_module._tables(engine.rulesets, longer)[2] == 3.0
+    assert fhir_module._tables(engine.rulesets, None)[2] == 2.0  # the rule file's default
